@@ -1,0 +1,70 @@
+"""Entry points of the programs: argv in, exit status out.
+
+Errors a user can fix (bad credentials file, port in use, no server) are one
+line on stderr and exit status 1; bad arguments are argparse's usage line and
+exit status 2. Tracebacks are for bugs only.
+"""
+
+import logging
+import signal
+import sys
+
+import gevent
+
+from greenchat.config import parse_client_args, parse_server_args, setup_logging
+from greenchat.errors import GreenchatError
+
+log = logging.getLogger("greenchat")
+
+
+def build_server(config):
+    """Load credentials, open the store and construct (not start) the server."""
+    from greenchat.credentials import Credentials
+    from greenchat.server import ChatServer
+    from greenchat.store import Store
+
+    credentials = Credentials.load(config.credentials)
+    store = Store.open(config.database)
+    try:
+        return ChatServer(config, credentials, store)
+    except BaseException:
+        store.close()
+        raise
+
+
+def server_main(argv=None):
+    config = parse_server_args(sys.argv[1:] if argv is None else argv)
+    setup_logging(config.log_level)
+    try:
+        server = build_server(config)
+        try:
+            server.start()
+        except BaseException:
+            server.store.close()
+            raise
+    except GreenchatError as exc:
+        print(f"greenchat-server: {exc}", file=sys.stderr)
+        return 1
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, lambda: gevent.spawn(server.stop))
+    server.serve_forever()
+    return 0
+
+
+def client_main(argv=None):
+    from greenchat.client import Client
+    from greenchat.console import Console
+
+    config = parse_client_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
+    return Client(config, Console(0, sys.stdout)).run()
+
+
+def run_server():
+    sys.exit(server_main())
+
+
+def run_client():
+    sys.exit(client_main())

@@ -1,0 +1,83 @@
+"""The wire codec: bytes in, frames out. No sockets, no gevent.
+
+A frame is one JSON object on one line, UTF-8, ended by b"\\n". JSON escapes
+control characters inside strings, so a newline never occurs inside a frame
+and message text may hold any character. Every frame is an object with a
+string "type"; what the types mean is documented in docs/protocol.md.
+
+The decoder keeps its own buffer, so a frame split over any number of reads is
+reassembled, and a read that stops mid-frame loses nothing. The buffer is
+capped: once more than `max_frame` bytes arrive without a newline the peer is
+in error (FrameTooLarge) and the caller should drop the connection.
+"""
+
+import json
+
+from greenchat.errors import FrameTooLarge, MalformedFrame
+
+DEFAULT_MAX_FRAME = 64 * 1024
+
+_dumps_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+_loads = json.JSONDecoder().decode
+
+
+def encode(frame):
+    """Return the wire bytes of `frame`, a dict with a string "type"."""
+    try:
+        return (_dumps_utf8(frame) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (e.g. from a terminal's undecodable input) cannot be
+        # UTF-8; JSON's \\u escapes carry it as valid ASCII instead.
+        return (_dumps_ascii(frame) + "\n").encode("ascii")
+
+
+def parse(line):
+    """Decode one frame without its newline; raise MalformedFrame."""
+    try:
+        frame = _loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedFrame(f"not a UTF-8 JSON line: {exc.__class__.__name__}") from None
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        raise MalformedFrame("a frame must be a JSON object with a string \"type\"")
+    return frame
+
+
+class Decoder:
+    """Incremental decoder: feed() bytes, get the complete frames back."""
+
+    def __init__(self, max_frame=DEFAULT_MAX_FRAME):
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    @property
+    def pending(self):
+        """Bytes received that do not yet form a whole frame."""
+        return len(self._buffer)
+
+    def feed(self, data):
+        """Add `data`; return the list of frames it completed, in order.
+
+        Raises FrameTooLarge or MalformedFrame; frames decoded before the bad
+        one in the same call are lost with the connection, which is the
+        caller's response to either error anyway.
+        """
+        buffer = self._buffer
+        start = len(buffer)
+        buffer += data
+        if buffer.find(b"\n", start) < 0:
+            if len(buffer) > self.max_frame:
+                raise FrameTooLarge(f"no end of frame in {len(buffer)} bytes")
+            return []
+        lines = buffer.split(b"\n")
+        rest = lines.pop()
+        if len(rest) > self.max_frame:
+            raise FrameTooLarge(f"no end of frame in {len(rest)} bytes")
+        self._buffer = bytearray(rest)
+        frames = []
+        for line in lines:
+            if len(line) > self.max_frame:
+                raise FrameTooLarge(f"frame of {len(line)} bytes")
+            if line.strip():
+                frames.append(parse(bytes(line)))
+        return frames

@@ -1,0 +1,152 @@
+"""Configuration: one validated, immutable object per program, built from argv.
+
+argparse does the parsing (a bad argument prints the usage line and exits 2);
+the dataclasses validate ranges so that code built on them never sees an
+impossible value. Nothing here is global: the programs pass the object on.
+"""
+
+import argparse
+import logging
+import os
+from dataclasses import dataclass
+
+from greenchat import __version__
+from greenchat.codec import DEFAULT_MAX_FRAME
+from greenchat.errors import ConfigError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    port: int
+    block_duration: float
+    timeout: float
+    host: str = "0.0.0.0"
+    credentials: str = "credentials.txt"
+    data_dir: str = "greenchat-data"
+    log_level: str = "info"
+    max_frame: int = DEFAULT_MAX_FRAME
+    mailbox_limit: int = 10_000
+    login_timeout: float = 120.0
+    failed_logins: int = 3
+    backlog: int = 1024
+
+    def __post_init__(self):
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0-65535, got {self.port}")
+        for name in ("block_duration", "timeout", "login_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds")
+        for name in ("max_frame", "mailbox_limit", "failed_logins", "backlog"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.max_frame < 1024:
+            raise ConfigError("max_frame must be at least 1024 bytes")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+
+    @property
+    def database(self):
+        return os.path.join(self.data_dir, "greenchat.sqlite3")
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    host: str
+    port: int
+    connect_timeout: float = 10.0
+    max_frame: int = DEFAULT_MAX_FRAME
+
+    def __post_init__(self):
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"port must be 1-65535, got {self.port}")
+
+
+def _positive_seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+def _port(text, lowest=0):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not lowest <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range {lowest}-65535: {text!r}")
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def server_parser():
+    p = argparse.ArgumentParser(
+        prog="greenchat-server",
+        description="Run the greenchat server.")
+    p.add_argument("port", type=_port, metavar="PORT", help="TCP port to listen on (0: any free port)")
+    p.add_argument("block_duration", type=_positive_seconds, metavar="BLOCK_DURATION",
+                   help="seconds an account stays locked after 3 wrong passwords")
+    p.add_argument("timeout", type=_positive_seconds, metavar="TIMEOUT",
+                   help="seconds without a command before a user is logged out")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    p.add_argument("--credentials", default="credentials.txt", metavar="FILE",
+                   help="accounts file (default: ./%(default)s)")
+    p.add_argument("--data", default="greenchat-data", metavar="DIR", dest="data_dir",
+                   help="directory for the database, created if missing (default: ./%(default)s)")
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    p.add_argument("--max-frame", type=_positive_int, default=DEFAULT_MAX_FRAME, metavar="BYTES",
+                   help="largest frame a client may send (default: %(default)s)")
+    p.add_argument("--mailbox-limit", type=_positive_int, default=10_000, metavar="N",
+                   help="undelivered frames a client may fall behind by before it is "
+                        "disconnected (default: %(default)s)")
+    p.add_argument("--login-timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
+                   help="time a connection has to log in (default: %(default)s)")
+    p.add_argument("--version", action="version", version=f"greenchat-server {__version__}")
+    return p
+
+
+def parse_server_args(argv):
+    parser = server_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ServerConfig(**vars(ns))
+    except ConfigError as exc:
+        parser.error(str(exc))
+
+
+def client_parser():
+    p = argparse.ArgumentParser(prog="greenchat-client", description="Connect to a greenchat server.")
+    p.add_argument("host", metavar="HOST", help="server address")
+    p.add_argument("port", type=lambda t: _port(t, 1), metavar="PORT", help="server port")
+    p.add_argument("--version", action="version", version=f"greenchat-client {__version__}")
+    return p
+
+
+def parse_client_args(argv):
+    parser = client_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ClientConfig(**vars(ns))
+    except ConfigError as exc:
+        parser.error(str(exc))
+
+
+def setup_logging(level):
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

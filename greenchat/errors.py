@@ -1,0 +1,55 @@
+"""The one exception hierarchy.
+
+Everything greenchat raises on purpose derives from GreenchatError. The server
+catches it per request (CommandError: an error reply, the session goes on) or
+per connection (ProtocolError, ConnectionLost: that session ends); nothing a
+client sends can take the server down.
+"""
+
+
+class GreenchatError(Exception):
+    """Root of every error greenchat raises on purpose."""
+
+
+class ConfigError(GreenchatError):
+    """A command line or configuration value is unusable."""
+
+
+class CredentialsError(ConfigError):
+    """The credentials file is missing, unreadable or malformed."""
+
+
+class StoreError(GreenchatError):
+    """The SQLite store failed."""
+
+
+class ProtocolError(GreenchatError):
+    """The peer broke the wire protocol; its connection ends."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame exceeded the size cap before its end was seen."""
+
+
+class MalformedFrame(ProtocolError):
+    """A frame was not UTF-8 JSON object with a string "type"."""
+
+
+class ConnectionLost(GreenchatError):
+    """The other end closed the connection or it broke."""
+
+
+class CommandError(GreenchatError):
+    """A command failed; `text` is the line shown to the user who issued it."""
+
+    def __init__(self, text):
+        super().__init__(text)
+        self.text = text
+
+
+class InvalidCommand(CommandError):
+    """Unknown command or wrong arguments."""
+
+    def __init__(self):
+        from greenchat import texts
+        super().__init__(texts.INVALID_COMMAND)

@@ -1,0 +1,493 @@
+"""The greenchat server: one greenlet per connection, one mailbox per user.
+
+Strategy
+- A gevent StreamServer spawns `_handle` in a greenlet for each connection.
+  That greenlet is the connection's only reader; it walks the connection
+  through hello, login and the command loop, and tears it down.
+- Each connection's Outbox (transport.py) is its only writer: a gevent Queue
+  (the user's mailbox) drained by one writer greenlet. Whoever sends to a user
+  puts an already-encoded frame in that queue and never blocks on the
+  recipient's socket, so a slow reader delays nobody else. A broadcast is
+  encoded once and the same bytes are queued for every recipient.
+- Idle logout is the reader's receive timeout, counted from the last command.
+  An account lock is ended by a `spawn_later` timer; its expiry is also stored,
+  so a restarted server keeps it.
+- Messages are never lost: a message to an offline user is committed to the
+  store before the sender is answered; one queued for a session that ends
+  before writing it (dropped connection, full mailbox, logout) is stored as
+  offline again, in order, before the user counts as offline. While a session
+  closes it stays registered and its new deliveries "spill" into a list that is
+  stored with the rest, so nothing can overtake an older message.
+- Blocks and last-logout times are kept in memory (loaded at start, written
+  through to the store), so broadcast and `whoelse` never wait on SQLite.
+
+Every command handler is a `cmd_<name>` method; the table in commands.py
+declares the arguments, and `_dispatch` is the one path that parses, checks
+and answers.
+"""
+
+import logging
+import time
+from collections import defaultdict
+from time import monotonic
+
+import gevent
+from gevent.event import Event
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from greenchat import PROTOCOL_VERSION, __version__, texts
+from greenchat.codec import encode
+from greenchat.commands import SERVER, handlers_missing, parse_line
+from greenchat.errors import (CommandError, ConfigError, ConnectionLost, FrameTooLarge,
+                              GreenchatError, InvalidCommand, MalformedFrame, ProtocolError)
+from greenchat.transport import FrameReader, Outbox, close, shutdown
+
+log = logging.getLogger("greenchat.server")
+
+# How long a closing session may take to flush its mailbox to a client that
+# has stopped reading before the rest is stored as offline.
+FLUSH_TIMEOUT = 5.0
+# How long a new login waits for the same account's closing session to finish.
+TAKEOVER_WAIT = 5.0
+
+_BYE_TEXTS = {
+    "logout": texts.GOODBYE,
+    "idle": texts.LOGGED_OUT_IDLE,
+    "shutdown": texts.SERVER_SHUTTING_DOWN,
+}
+
+# Session states
+NEW, LOADING, ONLINE, CLOSING = "new", "loading", "online", "closing"
+
+
+def _field(frame, name):
+    value = frame.get(name)
+    if not isinstance(value, str):
+        raise MalformedFrame(f"{frame['type']!r} frame needs a string {name!r}")
+    return value
+
+
+class Session:
+    """One connection: its socket, reader, outbox and (once logged in) user."""
+
+    __slots__ = ("server", "sock", "address", "reader", "outbox", "user", "login_id", "state",
+                 "pending", "spill", "end_reason", "closed", "mailbox_limit")
+
+    def __init__(self, server, sock, address):
+        self.server = server
+        self.sock = sock
+        self.address = address
+        self.reader = FrameReader(sock, server.config.max_frame)
+        self.outbox = Outbox(sock)
+        self.user = None
+        self.login_id = None
+        self.state = NEW
+        self.pending = []      # deliveries held back while offline messages load
+        self.spill = []        # message records arriving while the session closes
+        self.end_reason = None
+        self.closed = Event()
+        self.mailbox_limit = server.config.mailbox_limit
+
+    def deliver(self, frame, record=None):
+        """Queue `frame` for this user. Never blocks and never fails.
+
+        `record` is the (recipient, sender, text, sent_at) row to store if the
+        frame cannot be written; None for frames that are not kept (broadcasts,
+        presence).
+        """
+        state = self.state
+        if state is ONLINE:
+            if len(self.outbox) < self.mailbox_limit:
+                self.outbox.put(frame, record)
+                return
+            log.warning("%s: mailbox full (%d frames), disconnecting slow consumer",
+                        self.user, len(self.outbox))
+            self.state = CLOSING
+            self.end_reason = "slow"
+            shutdown(self.sock)
+            state = CLOSING
+        if state is LOADING:
+            self.pending.append((frame, record))
+        elif record is not None:
+            self.spill.append(record)
+
+    def send(self, message):
+        self.outbox.send(message)
+
+    def __repr__(self):
+        return f"<Session {self.user or '-'} {self.address} {self.state}>"
+
+
+class ChatServer:
+    """The server. start() binds and loads state; stop() ends it cleanly."""
+
+    def __init__(self, config, credentials, store, clock=time.time):
+        missing = handlers_missing(self, SERVER)
+        if missing:
+            raise TypeError(f"no handler for server commands: {', '.join(missing)}")
+        self.config = config
+        self.credentials = credentials
+        self.store = store
+        self.clock = clock
+        self.online = {}                       # user -> Session, while logged in
+        self.sessions = set()                  # every connection
+        self.blocks = defaultdict(set)         # blocker -> users they block
+        self.last_logout = {}                  # user -> time of latest logout
+        self.failures = {}                     # user -> consecutive wrong passwords
+        self.locks = {}                        # user -> (until, timer greenlet)
+        self.stopping = False
+        self._stopped = Event()
+        self._pool = Pool(None)
+        self.stream = StreamServer((config.host, config.port), self._handle,
+                                   spawn=self._pool, backlog=config.backlog)
+
+    # Life cycle -------------------------------------------------------------
+
+    @property
+    def address(self):
+        return self.stream.server_host, self.stream.server_port
+
+    def start(self):
+        now = self.clock()
+        closed = self.store.close_open_logins(now)
+        if closed:
+            log.info("closed %d login(s) left open by an earlier run", closed)
+        for blocker, blocked in self.store.all_blocks():
+            self.blocks[blocker].add(blocked)
+        self.last_logout.update(self.store.last_logouts())
+        for user, until in self.store.active_locks(now).items():
+            self._start_lock_timer(user, until, until - now)
+        try:
+            self.stream.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {self.config.host}:{self.config.port}: "
+                              f"{exc.strerror or exc}") from None
+        log.info("greenchat %s listening on %s:%d", __version__, *self.address)
+
+    def serve_forever(self):
+        self._stopped.wait()
+
+    def stop(self, timeout=10.0):
+        """Tell every client, flush, store what is undelivered, close the store."""
+        if self.stopping:
+            self._stopped.wait(timeout)
+            return
+        self.stopping = True
+        log.info("stopping: %d connection(s)", len(self.sessions))
+        self.stream.close()
+        for session in list(self.sessions):
+            session.end_reason = session.end_reason or "shutdown"
+            # Only the read side: the reader wakes up, and the writer can still
+            # flush the goodbye frame.
+            try:
+                session.sock.shutdown(0)
+            except OSError:
+                pass
+        self._pool.join(timeout=timeout)
+        self._pool.kill(timeout=1)
+        for _, timer in self.locks.values():
+            timer.kill()
+        self.store.close()
+        self._stopped.set()
+        log.info("stopped")
+
+    # Connections ------------------------------------------------------------
+
+    def _handle(self, sock, address):
+        session = Session(self, sock, address)
+        self.sessions.add(session)
+        try:
+            self._hello(session)
+            if self._login(session):
+                self._command_loop(session)
+        except FrameTooLarge as exc:
+            log.info("%s: %s", session, exc)
+            session.send({"type": "error", "text": texts.FRAME_TOO_LARGE})
+        except ProtocolError as exc:
+            log.info("%s: %s", session, exc)
+            session.send({"type": "error", "text": texts.MALFORMED_FRAME})
+        except ConnectionLost as exc:
+            log.debug("%s: %s", session, exc)
+        except GreenchatError as exc:
+            log.error("%s: %s", session, exc)
+        except Exception:
+            log.exception("%s: internal error", session)
+        finally:
+            try:
+                self._end(session)
+            finally:
+                self.sessions.discard(session)
+
+    def _read(self, session, timeout):
+        if self.stopping:
+            raise ConnectionLost("server stopping")
+        return session.reader.read_frame(timeout)
+
+    def _hello(self, session):
+        frame = self._read(session, self.config.login_timeout)
+        if frame is None:
+            session.send({"type": "error", "text": texts.LOGIN_TIMEOUT})
+            raise ConnectionLost("no hello")
+        if frame["type"] != "hello":
+            raise ProtocolError(f"expected hello, got {frame['type']!r}")
+        if frame.get("version") != PROTOCOL_VERSION:
+            session.send({"type": "error", "text": texts.UNSUPPORTED_VERSION})
+            raise ConnectionLost(f"unsupported protocol version {frame.get('version')!r}")
+        session.send({"type": "hello", "version": PROTOCOL_VERSION,
+                      "server": f"greenchat {__version__}"})
+
+    def _login(self, session):
+        """Run the username/password exchange; True once the user is online."""
+        deadline = monotonic() + self.config.login_timeout
+        name = None
+        while True:
+            frame = self._read(session, deadline - monotonic())
+            if frame is None:
+                session.send({"type": "error", "text": texts.LOGIN_TIMEOUT})
+                return False
+            kind = frame["type"]
+            if kind == "username":
+                candidate = _field(frame, "username")
+                if candidate in self.credentials:
+                    name = candidate
+                    session.send({"type": "login", "status": "password"})
+                else:
+                    name = None
+                    session.send({"type": "login", "status": "username",
+                                  "text": texts.INVALID_USERNAME})
+            elif kind == "password" and name is not None:
+                outcome = self._check_password(name, _field(frame, "password"))
+                if outcome is not None:
+                    status, text = outcome
+                    session.send({"type": "login", "status": status, "text": text})
+                    if status == "failed":
+                        return False
+                    continue
+                if self._register(session, name):
+                    return True
+                return False
+            else:
+                raise ProtocolError(f"unexpected {kind!r} frame during login")
+
+    def _check_password(self, name, password):
+        """None if the password is right; else (status, text) to answer."""
+        if name in self.locks:
+            log.info("login refused: %s is locked", name)
+            return "failed", texts.ACCOUNT_BLOCKED
+        if self.credentials.check(name, password):
+            self.failures.pop(name, None)
+            return None
+        failures = self.failures.get(name, 0) + 1
+        if failures >= self.config.failed_logins:
+            self.failures.pop(name, None)
+            self._lock(name)
+            return "failed", texts.ACCOUNT_NOW_BLOCKED
+        self.failures[name] = failures
+        log.info("wrong password for %s (%d)", name, failures)
+        return "password", texts.INVALID_PASSWORD
+
+    def _register(self, session, name):
+        existing = self.online.get(name)
+        if existing is not None and existing.state is CLOSING:
+            # The same user logging straight back in: let the old session
+            # store what it holds first, so no message overtakes another.
+            existing.closed.wait(TAKEOVER_WAIT)
+            existing = self.online.get(name)
+        if existing is not None or self.stopping:
+            log.info("login refused: %s is already logged in", name)
+            session.send({"type": "login", "status": "failed", "text": texts.ALREADY_LOGGED_IN})
+            return False
+        session.user = name
+        session.state = LOADING
+        self.online[name] = session
+        session.send({"type": "login", "status": "ok", "user": name, "text": texts.WELCOME})
+        self._announce(name, True)
+        log.info("login: %s from %s:%s", name, *session.address[:2])
+        # Until the offline messages are queued, deliveries wait in
+        # session.pending; if loading fails, _end stores them.
+        session.login_id, messages = self.store.open_session(name, self.clock())
+        pending, session.pending = session.pending, []
+        session.state = ONLINE
+        for sender, text, sent_at in messages:
+            session.outbox.put(
+                encode({"type": "message", "from": sender, "text": text,
+                        "sent_at": sent_at, "offline": True}),
+                (name, sender, text, sent_at))
+        for frame, record in pending:
+            session.deliver(frame, record)
+        return True
+
+    def _command_loop(self, session):
+        timeout = self.config.timeout
+        deadline = monotonic() + timeout
+        while session.end_reason is None:
+            left = deadline - monotonic()
+            frame = self._read(session, left) if left > 0 else None
+            if frame is None:
+                session.end_reason = "idle"
+                log.info("idle logout: %s", session.user)
+                return
+            if frame["type"] != "command":
+                raise ProtocolError(f"unexpected {frame['type']!r} frame")
+            deadline = monotonic() + timeout
+            self._dispatch(session, frame)
+
+    def _dispatch(self, session, frame):
+        request_id = frame.get("id")
+        line = _field(frame, "line")
+        try:
+            spec, args = parse_line(line)
+            if spec.where != SERVER:
+                raise InvalidCommand()
+            lines = getattr(self, "cmd_" + spec.name)(session, *args)
+        except CommandError as exc:
+            session.send({"type": "reply", "id": request_id, "ok": False, "lines": [exc.text]})
+            return
+        if session.end_reason is None:
+            session.send({"type": "reply", "id": request_id, "ok": True, "lines": lines or []})
+
+    def _end(self, session):
+        """Tear a connection down; store whatever it could not deliver."""
+        name = session.user
+        reason = session.end_reason
+        if name is None:
+            if reason == "shutdown":
+                session.send({"type": "bye", "reason": reason, "text": _BYE_TEXTS[reason]})
+            session.outbox.close(FLUSH_TIMEOUT)
+            close(session.sock)
+            return
+        session.state = CLOSING
+        if reason in _BYE_TEXTS:
+            session.send({"type": "bye", "reason": reason, "text": _BYE_TEXTS[reason]})
+        unsent = session.outbox.close(FLUSH_TIMEOUT)
+        close(session.sock)
+        records = unsent + [r for _, r in session.pending if r is not None]
+        session.pending = []
+        try:
+            while records or session.spill:
+                records += session.spill
+                session.spill = []
+                self.store.save_offline(records)
+                if records:
+                    log.info("%s: stored %d undelivered message(s) as offline",
+                             name, len(records))
+                records = []
+        finally:
+            if self.online.get(name) is session:
+                del self.online[name]
+            now = self.clock()
+            self.last_logout[name] = now
+            session.closed.set()
+            log.info("logout: %s (%s)", name, reason or "connection closed")
+            if not self.stopping:
+                self._announce(name, False)
+            if session.login_id is not None:
+                self.store.record_logout(session.login_id, now)
+
+    def _announce(self, name, online):
+        """Tell every other online user that `name` came or went."""
+        frame = encode({"type": "presence", "user": name, "online": online})
+        hidden = self.blocks.get(name, ())
+        for user, other in self.online.items():
+            if user != name and user not in hidden:
+                other.deliver(frame)
+
+    # Account locks ----------------------------------------------------------
+
+    def _lock(self, name):
+        duration = self.config.block_duration
+        until = self.clock() + duration
+        self._start_lock_timer(name, until, duration)
+        log.warning("account locked: %s for %gs", name, duration)
+        self.store.set_lock(name, until)
+
+    def _start_lock_timer(self, name, until, delay):
+        timer = gevent.spawn_later(max(delay, 0), self._unlock, name, until)
+        self.locks[name] = (until, timer)
+
+    def _unlock(self, name, until):
+        if self.locks.get(name, (None,))[0] == until:
+            del self.locks[name]
+            self.failures.pop(name, None)
+            log.info("account unlocked: %s", name)
+            try:
+                self.store.clear_lock(name)
+            except GreenchatError as exc:
+                log.error("clearing lock of %s: %s", name, exc)
+
+    # Commands ---------------------------------------------------------------
+
+    def _known_other(self, session, user, self_error):
+        if user not in self.credentials:
+            raise CommandError(texts.INVALID_USER)
+        if user == session.user:
+            raise CommandError(self_error)
+
+    def _visible_to(self, asker, user):
+        return user != asker and asker not in self.blocks.get(user, ())
+
+    def cmd_message(self, session, user, text):
+        """message USER TEXT"""
+        self._known_other(session, user, texts.CANNOT_MESSAGE_SELF)
+        sender = session.user
+        if sender in self.blocks.get(user, ()):
+            raise CommandError(texts.RECIPIENT_BLOCKED_YOU)
+        record = (user, sender, text, self.clock())
+        target = self.online.get(user)
+        if target is None:
+            self.store.save_offline([record])
+        else:
+            target.deliver(encode({"type": "message", "from": sender, "text": text}), record)
+
+    def cmd_broadcast(self, session, text):
+        """broadcast TEXT"""
+        sender = session.user
+        frame = encode({"type": "message", "from": sender, "text": text, "broadcast": True})
+        blocks = self.blocks
+        skipped = False
+        for user, other in self.online.items():
+            if user == sender:
+                continue
+            if sender in blocks.get(user, ()):
+                skipped = True
+            else:
+                other.deliver(frame)
+        if skipped:
+            return [texts.BROADCAST_PARTIAL]
+
+    def cmd_whoelse(self, session):
+        """whoelse"""
+        names = sorted(u for u in self.online if self._visible_to(session.user, u))
+        return names or [texts.NO_OTHER_USERS_ONLINE]
+
+    def cmd_whoelsesince(self, session, seconds):
+        """whoelsesince SECONDS"""
+        cutoff = self.clock() - seconds
+        recent = {u for u, at in self.last_logout.items() if at >= cutoff}
+        names = sorted(u for u in recent.union(self.online) if self._visible_to(session.user, u))
+        return names or [texts.NO_OTHER_USERS]
+
+    def cmd_block(self, session, user):
+        """block USER"""
+        self._known_other(session, user, texts.CANNOT_BLOCK_SELF)
+        blocked = self.blocks[session.user]
+        if user in blocked:
+            raise CommandError(texts.already_blocked(user))
+        self.store.add_block(session.user, user)
+        blocked.add(user)
+        return [texts.blocked(user)]
+
+    def cmd_unblock(self, session, user):
+        """unblock USER"""
+        self._known_other(session, user, texts.CANNOT_UNBLOCK_SELF)
+        blocked = self.blocks[session.user]
+        if user not in blocked:
+            raise CommandError(texts.not_blocked(user))
+        self.store.remove_block(session.user, user)
+        blocked.discard(user)
+        return [texts.unblocked(user)]
+
+    def cmd_logout(self, session):
+        """logout"""
+        session.end_reason = "logout"

@@ -1,0 +1,205 @@
+"""Durable state in SQLite: offline messages, blocks, login history, locks.
+
+Strategy: one SQLite connection, opened and used only inside one dedicated OS
+thread (a gevent ThreadPool of size 1). Every public method hands its work to
+that thread and waits cooperatively, so a commit's fsync never stalls the gevent
+hub: the calling greenlet sleeps while other greenlets run. One thread also
+means every call runs in the order it was made, which the server relies on:
+a message stored before a user's login is read by that login's fetch.
+
+The database is in WAL mode with synchronous=FULL: when a method returns, its
+transaction is on disk, so an acknowledged offline message survives kill -9.
+Nothing else in greenchat imports sqlite3.
+"""
+
+import os
+import sqlite3
+import time
+
+from gevent.threadpool import ThreadPool
+
+from greenchat.errors import StoreError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS offline (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    body TEXT NOT NULL,
+    sent_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS offline_by_recipient ON offline (recipient, id);
+CREATE TABLE IF NOT EXISTS blocks (
+    blocker TEXT NOT NULL,
+    blocked TEXT NOT NULL,
+    PRIMARY KEY (blocker, blocked)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS logins (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user TEXT NOT NULL,
+    login_at REAL NOT NULL,
+    logout_at REAL
+);
+CREATE INDEX IF NOT EXISTS logins_by_user ON logins (user, logout_at);
+CREATE TABLE IF NOT EXISTS locks (
+    user TEXT PRIMARY KEY,
+    until REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class Store:
+    """All of greenchat's SQLite access. Create with Store.open(path)."""
+
+    def __init__(self, path):
+        self.path = path
+        self._pool = ThreadPool(1)
+        self._db = None
+
+    @classmethod
+    def open(cls, path):
+        directory = os.path.dirname(path)
+        try:
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create data directory {directory}: {exc.strerror}") from None
+        store = cls(path)
+        store._call(store._connect)
+        return store
+
+    def _connect(self):
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(SCHEMA)
+        self._db = db
+
+    def _call(self, func, *args):
+        try:
+            return self._pool.apply(func, args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {self.path}: {exc}") from exc
+
+    def _transaction(self, func, *args):
+        """Run func(db, *args) in the store thread inside one transaction."""
+        def run():
+            db = self._db
+            if db is None:
+                raise StoreError("store is closed")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = func(db, *args)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+        return self._call(run)
+
+    def close(self):
+        def run():
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+        try:
+            self._call(run)
+        finally:
+            self._pool.kill()
+
+    # Offline messages -------------------------------------------------------
+
+    def save_offline(self, messages):
+        """Store [(recipient, sender, text, sent_at)]; durable on return."""
+        if messages:
+            self._transaction(lambda db: db.executemany(
+                "INSERT INTO offline (recipient, sender, body, sent_at) VALUES (?, ?, ?, ?)",
+                messages))
+
+    def take_offline(self, recipient):
+        """Remove and return [(sender, text, sent_at)] for recipient, oldest first."""
+        return self._transaction(self._take, recipient)
+
+    @staticmethod
+    def _take(db, recipient):
+        rows = db.execute(
+            "SELECT id, sender, body, sent_at FROM offline WHERE recipient = ? ORDER BY id",
+            (recipient,)).fetchall()
+        if rows:
+            db.execute("DELETE FROM offline WHERE recipient = ? AND id <= ?",
+                       (recipient, rows[-1][0]))
+        return [row[1:] for row in rows]
+
+    def count_offline(self, recipient=None):
+        def count(db):
+            if recipient is None:
+                return db.execute("SELECT COUNT(*) FROM offline").fetchone()[0]
+            return db.execute("SELECT COUNT(*) FROM offline WHERE recipient = ?",
+                              (recipient,)).fetchone()[0]
+        return self._transaction(count)
+
+    # Blocks -----------------------------------------------------------------
+
+    def add_block(self, blocker, blocked):
+        self._transaction(lambda db: db.execute(
+            "INSERT OR IGNORE INTO blocks (blocker, blocked) VALUES (?, ?)", (blocker, blocked)))
+
+    def remove_block(self, blocker, blocked):
+        self._transaction(lambda db: db.execute(
+            "DELETE FROM blocks WHERE blocker = ? AND blocked = ?", (blocker, blocked)))
+
+    def all_blocks(self):
+        """[(blocker, blocked)] for every block in force."""
+        return self._transaction(lambda db: db.execute(
+            "SELECT blocker, blocked FROM blocks").fetchall())
+
+    # Login history ----------------------------------------------------------
+
+    def record_login(self, user, at):
+        """Open a login record; return its id for record_logout."""
+        return self._transaction(lambda db: db.execute(
+            "INSERT INTO logins (user, login_at) VALUES (?, ?)", (user, at)).lastrowid)
+
+    def open_session(self, user, at):
+        """Record a login and take the user's offline messages, in one transaction.
+
+        Returns (login_id, [(sender, text, sent_at)] oldest first).
+        """
+        def open_(db):
+            login_id = db.execute(
+                "INSERT INTO logins (user, login_at) VALUES (?, ?)", (user, at)).lastrowid
+            return login_id, self._take(db, user)
+        return self._transaction(open_)
+
+    def record_logout(self, login_id, at):
+        self._transaction(lambda db: db.execute(
+            "UPDATE logins SET logout_at = ? WHERE id = ?", (at, login_id)))
+
+    def close_open_logins(self, at):
+        """Close logins left open by a server that died; return how many."""
+        return self._transaction(lambda db: db.execute(
+            "UPDATE logins SET logout_at = ? WHERE logout_at IS NULL", (at,)).rowcount)
+
+    def last_logouts(self):
+        """{user: time of that user's latest logout}."""
+        return dict(self._transaction(lambda db: db.execute(
+            "SELECT user, MAX(logout_at) FROM logins WHERE logout_at IS NOT NULL "
+            "GROUP BY user").fetchall()))
+
+    # Account locks ----------------------------------------------------------
+
+    def set_lock(self, user, until):
+        self._transaction(lambda db: db.execute(
+            "INSERT OR REPLACE INTO locks (user, until) VALUES (?, ?)", (user, until)))
+
+    def clear_lock(self, user):
+        self._transaction(lambda db: db.execute("DELETE FROM locks WHERE user = ?", (user,)))
+
+    def active_locks(self, now=None):
+        """{user: until} for locks that have not yet expired; drops the others."""
+        now = time.time() if now is None else now
+
+        def locks(db):
+            db.execute("DELETE FROM locks WHERE until <= ?", (now,))
+            return dict(db.execute("SELECT user, until FROM locks").fetchall())
+        return self._transaction(locks)

