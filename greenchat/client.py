@@ -1,14 +1,17 @@
 """The greenchat terminal client.
 
-Strategy: after login, two greenlets run side by side and never block each
-other or the hub: `_receive` reads frames from the server and prints them as
-they come; `_keyboard` reads typed lines and sends them. Whichever learns that
-the session is over (a goodbye frame, a lost connection) sets `self.done` with
-the exit status, and `run` returns it.
+Strategy: after login, greenlets run side by side and never block each other
+or the hub: `_receive` reads frames from the server and prints them as they
+come; `_keyboard` reads typed lines and sends them; the peer listener accepts
+private links, and each private link is read by a greenlet of its own.
+Whichever learns that the session is over (a goodbye frame, a lost
+connection) sets `self.done` with the exit status, and `run` returns it.
+Private links are closed on every way out, so the peer always hears of it.
 
 Typed lines are parsed with the shared command table: "local" commands (help)
-are answered here; everything else goes to the server verbatim, which answers
-unknown commands and bad arguments itself, so the server sees (and counts as
+are answered here, "peer" commands (private, stopprivate) go over the private
+links; everything else goes to the server verbatim, which answers unknown
+commands and bad arguments itself, so the server sees (and counts as
 activity) everything the user types.
 """
 
@@ -18,8 +21,8 @@ import sys
 import gevent
 from gevent.event import AsyncResult, Event
 
-from greenchat import PROTOCOL_VERSION, __version__, texts
-from greenchat.commands import COMMANDS, LOCAL, parse_line
+from greenchat import PROTOCOL_VERSION, __version__, peer, texts
+from greenchat.commands import COMMANDS, LOCAL, PEER, parse_line
 from greenchat.errors import GreenchatError, InvalidCommand, ProtocolError
 from greenchat.transport import FrameConnection
 
@@ -43,6 +46,8 @@ class Client:
         self._next_id = 0
         self._answered = Event()
         self._answered.set()
+        self.links = {}          # peer name -> PeerLink
+        self.listener = None
 
     def run(self):
         """Connect, log in and chat; return the process exit status."""
@@ -119,6 +124,7 @@ class Client:
     # The session ------------------------------------------------------------
 
     def _chat(self):
+        self._listen()
         receiver = gevent.spawn(self._receive)
         keyboard = gevent.spawn(self._keyboard)
         try:
@@ -134,6 +140,24 @@ class Client:
         finally:
             keyboard.kill()
             receiver.kill()
+            for user in list(self.links):
+                self._end_link(user, notify=True, quiet=True)
+            if self.listener is not None:
+                self.listener.stop()
+
+    def _listen(self):
+        """Accept private links, and tell the server where."""
+        host = self.config.p2p_host or self.conn.sock.getsockname()[0]
+        listener = peer.PeerListener(host, self.config.p2p_port, peer.TokenBook(),
+                                     self._accept_link, self.config.max_frame)
+        try:
+            listener.start()
+        except OSError as exc:
+            log.warning("cannot accept private links on %s:%s: %s",
+                        host, self.config.p2p_port, exc.strerror or exc)
+            return
+        self.listener = listener
+        self.conn.send({"type": "p2p", "host": host, "port": listener.address[1]})
 
     def _finish(self, status):
         if not self.done.ready():
@@ -152,9 +176,18 @@ class Client:
                 elif kind == "reply":
                     for line in frame.get("lines") or ():
                         show(str(line))
-                    if frame.get("id") == self._next_id:
+                    if isinstance(frame.get("private"), dict):
+                        # The keyboard waits until the link is up or failed.
+                        gevent.spawn(self._open_link, frame["private"])
+                    elif frame.get("id") == self._next_id:
                         self._answered.set()
-                    self._prompt()
+                        self._prompt()
+                elif kind == "private_offer":
+                    if self.listener is not None and isinstance(frame.get("from"), str) \
+                            and isinstance(frame.get("token"), str):
+                        self.listener.offer(frame["from"], frame["token"])
+                elif kind == "private_stop":
+                    self._end_link(frame.get("user"))
                 elif kind == "bye":
                     show(str(frame.get("text", "")))
                     self._finish(0 if frame.get("reason") in ("logout", "idle") else 1)
@@ -193,8 +226,13 @@ class Client:
                     spec, args = parse_line(line)
                 except InvalidCommand:
                     spec, args = None, ()
-                if spec is not None and spec.where == LOCAL:
+                if spec is not None and spec.where in (LOCAL, PEER):
                     getattr(self, "cmd_" + spec.name)(*args)
+                    self._prompt()
+                    continue
+                if spec is not None and spec.name == "startprivate" and args[0] in self.links:
+                    # Only this client knows its links; the server checks the rest.
+                    self.console.show(texts.private_already_active(args[0]))
                     self._prompt()
                     continue
                 self._send_command(line)
@@ -216,7 +254,81 @@ class Client:
         except GreenchatError:
             self._finish(1)
 
-    # Local commands ---------------------------------------------------------
+    # Private links ----------------------------------------------------------
+
+    def _open_link(self, offer):
+        user = str(offer.get("user"))
+        try:
+            conn = peer.connect(offer.get("host"), offer.get("port"), self.user,
+                                offer.get("token"), self.config.max_frame)
+        except (GreenchatError, TypeError) as exc:
+            log.warning("private link to %s failed: %s", user, exc)
+            self.console.show(texts.private_connect_failed(user))
+            self._answered.set()
+            self._prompt()
+            return
+        link = peer.PeerLink(user, conn)
+        if user in self.links:
+            conn.close()
+            self.console.show(texts.private_already_active(user))
+            self._answered.set()
+            self._prompt()
+            return
+        self.links[user] = link
+        self.console.show(texts.start_private(user))
+        self._answered.set()
+        self._prompt()
+        self._read_link(link)
+
+    def _accept_link(self, link):
+        if link.user in self.links or link.user == self.user:
+            return False
+        self.links[link.user] = link
+        try:
+            link.conn.send({"type": "peer_ok", "user": self.user})
+        except GreenchatError:
+            self.links.pop(link.user, None)
+            return True
+        self.console.show(texts.started_private_with_you(link.user))
+        self._read_link(link)
+        return True
+
+    def _read_link(self, link):
+        show, user = self.console.show, link.user
+        peer.read_link(link, lambda text: show(texts.private_line(user, text)))
+        self._end_link(user, link)
+
+    def _end_link(self, user, link=None, notify=False, quiet=False):
+        """Forget the link to `user` (if it is `link`), close it, say so once."""
+        current = self.links.get(user)
+        if current is None or (link is not None and current is not link):
+            return
+        del self.links[user]
+        if notify:
+            current.send_stop()
+        current.close()
+        if not quiet:
+            self.console.show(texts.private_stopped(user))
+
+    # Peer and local commands ------------------------------------------------
+
+    def cmd_private(self, user, text):
+        """private USER TEXT"""
+        link = self.links.get(user)
+        if link is None:
+            self.console.show(texts.private_not_enabled(user))
+            return
+        try:
+            link.send_private(text)
+        except GreenchatError:
+            self._end_link(user, link)
+
+    def cmd_stopprivate(self, user):
+        """stopprivate USER"""
+        if user not in self.links:
+            self.console.show(texts.private_not_enabled(user))
+            return
+        self._end_link(user, notify=True)
 
     def cmd_help(self):
         """help"""

@@ -43,6 +43,9 @@ _SPECS = (
     CommandSpec("block", ("user",), SERVER, "stop USER's messages and presence reaching you"),
     CommandSpec("unblock", ("user",), SERVER, "undo a block"),
     CommandSpec("logout", (), SERVER, "end the session"),
+    CommandSpec("startprivate", ("user",), SERVER, "open a direct private link to USER"),
+    CommandSpec("private", ("user", "text"), PEER, "send TEXT to USER over the private link"),
+    CommandSpec("stopprivate", ("user",), PEER, "close the private link to USER"),
     CommandSpec("help", (), LOCAL, "list the commands"),
 )
 

@@ -15,6 +15,9 @@ from greenchat.codec import DEFAULT_MAX_FRAME
 from greenchat.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_PORT = 4000
+DEFAULT_BLOCK_DURATION = 60.0
+DEFAULT_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,14 @@ class ClientConfig:
     port: int
     connect_timeout: float = 10.0
     max_frame: int = DEFAULT_MAX_FRAME
+    p2p_host: str = None
+    p2p_port: int = 0
 
     def __post_init__(self):
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"port must be 1-65535, got {self.port}")
+        if not 0 <= self.p2p_port <= 65535:
+            raise ConfigError(f"p2p port must be 0-65535, got {self.p2p_port}")
 
 
 def _positive_seconds(text):
@@ -97,11 +104,16 @@ def server_parser():
     p = argparse.ArgumentParser(
         prog="greenchat-server",
         description="Run the greenchat server.")
-    p.add_argument("port", type=_port, metavar="PORT", help="TCP port to listen on (0: any free port)")
-    p.add_argument("block_duration", type=_positive_seconds, metavar="BLOCK_DURATION",
-                   help="seconds an account stays locked after 3 wrong passwords")
-    p.add_argument("timeout", type=_positive_seconds, metavar="TIMEOUT",
-                   help="seconds without a command before a user is logged out")
+    p.add_argument("port", type=_port, metavar="PORT", nargs="?", default=DEFAULT_PORT,
+                   help="TCP port to listen on, 0 for any free one (default: %(default)s)")
+    p.add_argument("block_duration", type=_positive_seconds, metavar="BLOCK_DURATION", nargs="?",
+                   default=DEFAULT_BLOCK_DURATION,
+                   help="seconds an account stays locked after 3 wrong passwords "
+                        "(default: %(default)s)")
+    p.add_argument("timeout", type=_positive_seconds, metavar="TIMEOUT", nargs="?",
+                   default=DEFAULT_TIMEOUT,
+                   help="seconds without a command before a user is logged out "
+                        "(default: %(default)s)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
     p.add_argument("--credentials", default="credentials.txt", metavar="FILE",
                    help="accounts file (default: ./%(default)s)")
@@ -132,6 +144,11 @@ def client_parser():
     p = argparse.ArgumentParser(prog="greenchat-client", description="Connect to a greenchat server.")
     p.add_argument("host", metavar="HOST", help="server address")
     p.add_argument("port", type=lambda t: _port(t, 1), metavar="PORT", help="server port")
+    p.add_argument("--p2p-host", metavar="ADDR",
+                   help="address to accept private links on "
+                        "(default: the address this client reaches the server from)")
+    p.add_argument("--p2p-port", type=_port, default=0, metavar="PORT",
+                   help="port to accept private links on (default: any free port)")
     p.add_argument("--version", action="version", version=f"greenchat-client {__version__}")
     return p
 

@@ -27,6 +27,7 @@ and answers.
 """
 
 import logging
+import secrets
 import time
 from collections import defaultdict
 from time import monotonic
@@ -61,6 +62,14 @@ _BYE_TEXTS = {
 NEW, LOADING, ONLINE, CLOSING = "new", "loading", "online", "closing"
 
 
+class _Reply(list):
+    """A handler's reply lines plus extra members for the reply frame."""
+
+    def __init__(self, lines, extra):
+        super().__init__(lines)
+        self.extra = extra
+
+
 def _field(frame, name):
     value = frame.get(name)
     if not isinstance(value, str):
@@ -72,7 +81,7 @@ class Session:
     """One connection: its socket, reader, outbox and (once logged in) user."""
 
     __slots__ = ("server", "sock", "address", "reader", "outbox", "user", "login_id", "state",
-                 "pending", "spill", "end_reason", "closed", "mailbox_limit")
+                 "pending", "spill", "end_reason", "closed", "mailbox_limit", "p2p")
 
     def __init__(self, server, sock, address):
         self.server = server
@@ -88,6 +97,7 @@ class Session:
         self.end_reason = None
         self.closed = Event()
         self.mailbox_limit = server.config.mailbox_limit
+        self.p2p = None        # (host, port) the client accepts private links on
 
     def deliver(self, frame, record=None):
         """Queue `frame` for this user. Never blocks and never fails.
@@ -328,10 +338,26 @@ class ChatServer:
                 session.end_reason = "idle"
                 log.info("idle logout: %s", session.user)
                 return
-            if frame["type"] != "command":
-                raise ProtocolError(f"unexpected {frame['type']!r} frame")
-            deadline = monotonic() + timeout
-            self._dispatch(session, frame)
+            kind = frame["type"]
+            if kind == "command":
+                deadline = monotonic() + timeout
+                self._dispatch(session, frame)
+            elif kind == "p2p":
+                # The client's listening address: not a command, so the idle
+                # clock keeps running.
+                session.p2p = self._p2p_address(session, frame)
+            else:
+                raise ProtocolError(f"unexpected {kind!r} frame")
+
+    @staticmethod
+    def _p2p_address(session, frame):
+        host, port = frame.get("host"), frame.get("port")
+        if not isinstance(host, str) or len(host) > 255 or type(port) is not int \
+                or not 1 <= port <= 65535:
+            raise MalformedFrame("p2p frame needs a string host and a port 1-65535")
+        if host in ("", "0.0.0.0", "::"):
+            host = session.address[0]
+        return host, port
 
     def _dispatch(self, session, frame):
         request_id = frame.get("id")
@@ -345,7 +371,10 @@ class ChatServer:
             session.send({"type": "reply", "id": request_id, "ok": False, "lines": [exc.text]})
             return
         if session.end_reason is None:
-            session.send({"type": "reply", "id": request_id, "ok": True, "lines": lines or []})
+            reply = {"type": "reply", "id": request_id, "ok": True, "lines": lines or []}
+            if isinstance(lines, _Reply):
+                reply.update(lines.extra)
+            session.send(reply)
 
     def _end(self, session):
         """Tear a connection down; store whatever it could not deliver."""
@@ -476,6 +505,12 @@ class ChatServer:
             raise CommandError(texts.already_blocked(user))
         self.store.add_block(session.user, user)
         blocked.add(user)
+        # A private link between the two ends with the block: tell both
+        # clients (each ignores it if it has no such link).
+        other = self.online.get(user)
+        if other is not None:
+            other.send({"type": "private_stop", "user": session.user})
+            session.send({"type": "private_stop", "user": user})
         return [texts.blocked(user)]
 
     def cmd_unblock(self, session, user):
@@ -487,6 +522,26 @@ class ChatServer:
         self.store.remove_block(session.user, user)
         blocked.discard(user)
         return [texts.unblocked(user)]
+
+    def cmd_startprivate(self, session, user):
+        """startprivate USER
+
+        Answers with USER's link address and a fresh one-time token in the
+        reply's "private" member, and sends USER's client the same token for
+        the requester; the clients do the rest directly.
+        """
+        self._known_other(session, user, texts.CANNOT_PRIVATE_SELF)
+        target = self.online.get(user)
+        if target is None or target.state is CLOSING:
+            raise CommandError(texts.user_offline(user))
+        if session.user in self.blocks.get(user, ()):
+            raise CommandError(texts.user_blocked_you(user))
+        if target.p2p is None:
+            raise CommandError(texts.private_unavailable(user))
+        token = secrets.token_urlsafe(24)
+        target.send({"type": "private_offer", "from": session.user, "token": token})
+        host, port = target.p2p
+        return _Reply([], {"private": {"user": user, "host": host, "port": port, "token": token}})
 
     def cmd_logout(self, session):
         """logout"""

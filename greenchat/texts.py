@@ -43,6 +43,50 @@ def not_blocked(user):
     return f"Error. {user} was not blocked"
 
 
+# Private messaging
+CANNOT_PRIVATE_SELF = "Error. Cannot start private messaging with self"
+
+
+def user_offline(user):
+    return f"Error. {user} is offline"
+
+
+def user_blocked_you(user):
+    return f"Error. {user} has blocked you"
+
+
+def private_already_active(user):
+    return f"Error. Private messaging with {user} is already active"
+
+
+def private_unavailable(user):
+    return f"Error. {user} cannot accept private messaging"
+
+
+def private_connect_failed(user):
+    return f"Error. Could not connect to {user} for private messaging"
+
+
+def start_private(user):
+    return f"Start private messaging with {user}"
+
+
+def started_private_with_you(user):
+    return f"{user} has started private messaging with you"
+
+
+def private_not_enabled(user):
+    return f"Error. Private messaging to {user} not enabled"
+
+
+def private_stopped(user):
+    return f"Private messaging with {user} stopped"
+
+
+def private_line(sender, text):
+    return f"{sender}(private): {text}"
+
+
 # Display of events
 def message_line(sender, text):
     return f"{sender}: {text}"
