@@ -1,0 +1,167 @@
+"""Smoke test: the bin/ scripts as real processes, driven through stdin/stdout."""
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVER = os.path.join(ROOT, "bin", "greenchat-server")
+CLIENT = os.path.join(ROOT, "bin", "greenchat-client")
+DEADLINE = 15.0
+
+
+class Proc:
+    """A child process whose stdout is read line by line with a deadline."""
+
+    def __init__(self, args, stderr=subprocess.PIPE, **kwargs):
+        self.p = subprocess.Popen([sys.executable] + args, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=stderr, **kwargs)
+        self.buffer = b""
+
+    def write(self, line):
+        self.p.stdin.write(line.encode() + b"\n")
+        self.p.stdin.flush()
+
+    def expect(self, text, stream="stdout", timeout=DEADLINE):
+        """Read until a line equal to `text` (or matching a compiled regex)."""
+        pipe = getattr(self.p, stream)
+        end = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < end:
+            while b"\n" in self.buffer:
+                line, self.buffer = self.buffer.split(b"\n", 1)
+                line = line.decode()
+                seen.append(line)
+                if (text.search(line) if hasattr(text, "search") else line == text):
+                    return line
+            ready, _, _ = select.select([pipe], [], [], 0.1)
+            if ready:
+                chunk = os.read(pipe.fileno(), 65536)
+                if not chunk:
+                    break
+                self.buffer += chunk
+        raise AssertionError(f"never saw {text!r}; saw {seen!r}")
+
+    def finish(self, timeout=DEADLINE):
+        try:
+            return self.p.wait(timeout)
+        finally:
+            if self.p.poll() is None:
+                self.p.kill()
+                self.p.wait()
+
+
+@pytest.fixture
+def server(tmp_path):
+    creds = tmp_path / "credentials.txt"
+    creds.write_text("hans falcon*solo\nyoda wise@!man\n")
+    proc = Proc([SERVER, "0", "5", "30", "--host", "127.0.0.1", "--credentials", str(creds),
+                 "--data", str(tmp_path / "data")])
+    line = proc.expect(re.compile(r"listening on 127\.0\.0\.1:\d+"), stream="stderr")
+    proc.port = int(line.rsplit(":", 1)[1])
+    yield proc
+    if proc.p.poll() is None:
+        proc.p.send_signal(signal.SIGTERM)
+    proc.finish()
+
+
+def client(port):
+    return Proc([CLIENT, "127.0.0.1", str(port)])
+
+
+def login(proc, user, password):
+    proc.expect("Username: ")
+    proc.write(user)
+    proc.expect("Password: ")
+    proc.write(password)
+    proc.expect("Welcome to the greatest messaging application ever!")
+
+
+def test_server_and_clients_as_processes(server):
+    hans = client(server.port)
+    login(hans, "hans", "falcon*solo")
+    yoda = client(server.port)
+    login(yoda, "yoda", "wise@!man")
+    hans.expect("yoda logged in")
+
+    yoda.write('message hans do or "do not", there is no try')
+    hans.expect('yoda: do or "do not", there is no try')
+    hans.write("whoelse")
+    hans.expect("yoda")
+    yoda.write("nonsense")
+    yoda.expect("Error. Invalid command")
+
+    yoda.write("logout")
+    yoda.expect("Goodbye")
+    assert yoda.finish() == 0
+    hans.expect("yoda logged out")
+
+    # End of input logs out as cleanly as the command does.
+    hans.p.stdin.close()
+    hans.expect("Goodbye")
+    assert hans.finish() == 0
+
+    server.p.send_signal(signal.SIGTERM)
+    assert server.finish() == 0
+
+
+def test_offline_message_survives_server_restart(tmp_path):
+    creds = tmp_path / "credentials.txt"
+    creds.write_text("hans falcon*solo\nyoda wise@!man\n")
+    args = ["5", "30", "--host", "127.0.0.1", "--credentials", str(creds),
+            "--data", str(tmp_path / "data")]
+    first = Proc([SERVER, "0"] + args)
+    port = int(first.expect(re.compile(r"listening on .*:\d+"), stream="stderr").rsplit(":", 1)[1])
+    yoda = client(port)
+    login(yoda, "yoda", "wise@!man")
+    yoda.write("message hans stored while you were away")
+    yoda.write("logout")
+    yoda.expect("Goodbye")
+    assert yoda.finish() == 0
+    first.p.send_signal(signal.SIGKILL)
+    first.finish()
+
+    second = Proc([SERVER, "0"] + args)
+    port = int(second.expect(re.compile(r"listening on .*:\d+"), stream="stderr").rsplit(":", 1)[1])
+    try:
+        hans = client(port)
+        login(hans, "hans", "falcon*solo")
+        hans.expect("yoda: stored while you were away")
+        hans.p.stdin.close()
+        assert hans.finish() == 0
+    finally:
+        second.p.send_signal(signal.SIGTERM)
+        assert second.finish() == 0
+
+
+def test_client_reports_unreachable_server():
+    proc = Proc([CLIENT, "127.0.0.1", "1"])
+    line = proc.expect(re.compile(r"^Cannot connect to server at 127\.0\.0\.1:1: "), stream="stderr")
+    assert "Traceback" not in line
+    assert proc.finish() == 1
+
+
+def test_server_rejects_bad_arguments_and_missing_credentials(tmp_path):
+    bad = subprocess.run([sys.executable, SERVER, "notaport", "1", "1"],
+                         capture_output=True, text=True, timeout=DEADLINE)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("usage: greenchat-server")
+    missing = subprocess.run([sys.executable, SERVER, "0", "1", "1", "--credentials",
+                              str(tmp_path / "nope.txt"), "--data", str(tmp_path / "d")],
+                             capture_output=True, text=True, timeout=DEADLINE)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().count("\n") == 0
+    assert "nope.txt" in missing.stderr
+    broken = tmp_path / "broken.txt"
+    broken.write_text("# ok\nhans falcon*solo\njust-one-field\n")
+    malformed = subprocess.run([sys.executable, SERVER, "0", "1", "1", "--credentials", str(broken),
+                                "--data", str(tmp_path / "d")],
+                               capture_output=True, text=True, timeout=DEADLINE)
+    assert malformed.returncode == 1
+    assert "broken.txt:3" in malformed.stderr
