@@ -42,7 +42,7 @@ from greenchat.codec import encode
 from greenchat.commands import SERVER, handlers_missing, parse_line
 from greenchat.errors import (CommandError, ConfigError, ConnectionLost, FrameTooLarge,
                               GreenchatError, InvalidCommand, MalformedFrame, ProtocolError)
-from greenchat.transport import FrameReader, Outbox, close, shutdown
+from greenchat.transport import FrameReader, Outbox, close, configure, shutdown
 
 log = logging.getLogger("greenchat.server")
 
@@ -205,6 +205,7 @@ class ChatServer:
     # Connections ------------------------------------------------------------
 
     def _handle(self, sock, address):
+        configure(sock)
         session = Session(self, sock, address)
         self.sessions.add(session)
         try:

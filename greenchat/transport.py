@@ -158,6 +158,17 @@ class Outbox:
                 log.exception("writer failed")
 
 
+def configure(sock):
+    """Options every chat socket wants: no Nagle delay (a chat line is small
+    and wanted now; the Outbox already batches), keepalive to notice a
+    vanished peer."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    except OSError:
+        pass
+
+
 def shutdown(sock):
     """Wake every greenlet blocked on `sock` (reader and writer alike)."""
     try:
@@ -191,8 +202,7 @@ class FrameConnection:
         """Connect over TCP; OSError (with a readable strerror) on failure."""
         sock = socket.create_connection((host, port), timeout=timeout)
         sock.settimeout(None)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        configure(sock)
         return cls(sock, max_frame)
 
     def read(self, timeout=None):
