@@ -1,0 +1,250 @@
+"""greenchat's benchmark suite: `python -m bench` (or `bench/run`).
+
+Starts each server under test as a separate process on 127.0.0.1 (port 0),
+drives it from a separate load-generator process (bench/loadgen.py), and
+prints one table; the figures also go to bench/results/latest.json.
+
+Servers: `greenchat` (bin/greenchat-server), `threaded` (bench/threaded_server.py:
+the original design, a thread per connection and condition variables, for the
+ratio), and `ngircd` (the C IRC server in ../shared/anchors, driven by its own
+load generator) when it is installed: figures only compare within one run.
+
+Workloads: fan-out to 100 and 1000 receivers, 1-to-1 round trips, and idle
+logged-in connections. Every run is bounded in count and time.
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+ANCHOR = os.path.join(ROOT, os.pardir, "shared", "anchors", "ngircd")
+LOADGEN = os.path.join(HERE, "loadgen.py")
+
+
+def raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Server:
+    """A server process; `port` read from its 'listening on HOST:PORT' line."""
+
+    def __init__(self, name, args, workdir):
+        self.name = name
+        self.log = open(os.path.join(workdir, f"{name}.log"), "w+")
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log,
+                                     preexec_fn=raise_fd_limit, cwd=workdir)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            self.log.seek(0)
+            match = re.search(r"listening on [\d.]+:(\d+)", self.log.read())
+            if match:
+                self.port = int(match.group(1))
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.log.seek(0)
+        tail = self.log.read()[-2000:]
+        self.stop()
+        raise RuntimeError(f"{name} did not start: {tail}")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def start_greenchat(workdir, credentials):
+    return Server("greenchat", [
+        sys.executable, os.path.join(ROOT, "bin", "greenchat-server"), "0", "60", "3600",
+        "--host", "127.0.0.1", "--credentials", credentials,
+        "--data", os.path.join(workdir, "greenchat-data"),
+        "--mailbox-limit", "1000000"], workdir)
+
+
+def start_threaded(workdir, credentials):
+    return Server("threaded", [
+        sys.executable, os.path.join(HERE, "threaded_server.py"), "--port", "0",
+        "--credentials", credentials], workdir)
+
+
+def loadgen(server, args, timeout):
+    cmd = [sys.executable, LOADGEN, "--port", str(server.port), "--pid", str(server.pid),
+           "--run-timeout", str(timeout)] + args
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 120,
+                         preexec_fn=raise_fd_limit)
+    if out.returncode != 0:
+        return {"error": (out.stderr or out.stdout).strip()[-500:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def ngircd_available():
+    return shutil.which("ngircd") or os.path.exists("/usr/sbin/ngircd")
+
+
+def run_ngircd(plan, timeout):
+    """The anchor: ngIRCd driven by its own ircbench.py, same workloads."""
+    results = {}
+    start = os.path.join(ANCHOR, "start_ngircd.sh")
+    stop = os.path.join(ANCHOR, "stop_ngircd.sh")
+    subprocess.run(["bash", start], capture_output=True, timeout=30)
+    try:
+        with open(os.path.join(ANCHOR, "ngircd.pid")) as f:
+            pid = f.read().strip()
+        bench = [sys.executable, os.path.join(ANCHOR, "ircbench.py"), "--pid", pid,
+                 "--run-timeout", str(timeout)]
+        for key, n, m in plan["fanout"]:
+            out = subprocess.run(bench + ["fanout", "-n", str(n), "-m", str(m), "--window", "0"],
+                                 capture_output=True, text=True, timeout=timeout + 60)
+            results[key] = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 \
+                else {"error": out.stderr[-300:]}
+        out = subprocess.run(bench + ["latency", "-k", str(plan["latency_k"])],
+                             capture_output=True, text=True, timeout=timeout + 60)
+        results["latency"] = json.loads(out.stdout.strip().splitlines()[-1]) \
+            if out.returncode == 0 else {"error": out.stderr[-300:]}
+        if plan["conns"]:
+            out = subprocess.run(bench + ["conns", "--max", str(plan["conns"]),
+                                          "--connect-window", "8", "--idle-seconds", "3"],
+                                 capture_output=True, text=True, timeout=timeout + 120,
+                                 preexec_fn=raise_fd_limit)
+            results["conns"] = json.loads(out.stdout.strip().splitlines()[-1]) \
+                if out.returncode == 0 else {"error": out.stderr[-300:]}
+    finally:
+        subprocess.run(["bash", stop], capture_output=True, timeout=30)
+    return results
+
+
+def run_chat_server(start, workdir, credentials, plan, timeout, with_conns=True):
+    results = {}
+    for key, n, m in plan["fanout"]:
+        server = start(workdir, credentials)
+        try:
+            results[key] = loadgen(server, ["fanout", "-n", str(n), "-m", str(m)], timeout)
+        finally:
+            server.stop()
+    server = start(workdir, credentials)
+    try:
+        results["latency"] = loadgen(server, ["latency", "-k", str(plan["latency_k"])], timeout)
+    finally:
+        server.stop()
+    if with_conns and plan["conns"]:
+        server = start(workdir, credentials)
+        try:
+            results["conns"] = loadgen(server, ["conns", "--max", str(plan["conns"]),
+                                                "--step", str(max(1, plan["conns"] // 5))],
+                                       timeout * 3)
+        finally:
+            server.stop()
+    return results
+
+
+def fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def table(all_results):
+    rows = [
+        ("fan-out N=100: deliveries/s", "fanout100", "deliveries_per_s", ",.0f"),
+        ("fan-out N=100: server CPU-s per M", "fanout100", "server_cpu_s_per_M_deliveries", ".3f"),
+        ("fan-out N=1000: deliveries/s", "fanout1000", "deliveries_per_s", ",.0f"),
+        ("fan-out N=1000: server CPU-s per M", "fanout1000", "server_cpu_s_per_M_deliveries", ".3f"),
+        ("round trip: median us", "latency", "rtt_us_median", ".1f"),
+        ("round trip: p99 us", "latency", "rtt_us_p99", ".1f"),
+        ("idle clients held", "conns", "ready", ",d"),
+        ("login rate /s", "conns", "logins_per_s", ",.0f"),
+        ("RSS KB per connection", "conns", "rss_kb_per_conn", ".1f"),
+    ]
+    servers = list(all_results)
+    lines = ["| workload | " + " | ".join(servers) + " |",
+             "|---|" + "---|" * len(servers)]
+    for label, key, field, spec in rows:
+        cells = []
+        for name in servers:
+            result = all_results[name].get(key) or {}
+            if key == "conns" and name == "ngircd":
+                field_name = {"logins_per_s": "connects_per_s"}.get(field, field)
+            else:
+                field_name = field
+            cells.append("error" if "error" in result else fmt(result.get(field_name), spec))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    gc, th = all_results.get("greenchat", {}), all_results.get("threaded", {})
+    for key in ("fanout100", "fanout1000"):
+        a, b = (gc.get(key) or {}).get("deliveries_per_s"), (th.get(key) or {}).get("deliveries_per_s")
+        if a and b:
+            lines.append(f"\ngreenchat/threaded on {key}: {a / b:.1f}x")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--servers", default="greenchat,threaded,ngircd",
+                   help="comma-separated: greenchat, threaded, ngircd (skipped if not installed)")
+    p.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    p.add_argument("--conns", type=int, default=10000, help="idle clients to try (0: skip)")
+    p.add_argument("--timeout", type=float, default=120.0, help="bound per run, seconds")
+    p.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
+    a = p.parse_args(argv)
+    raise_fd_limit()
+    plan = {"fanout": [("fanout100", 100, 20000), ("fanout1000", 1000, 2000)],
+            "latency_k": 2000, "conns": a.conns}
+    if a.quick:
+        plan = {"fanout": [("fanout100", 100, 500), ("fanout1000", 1000, 50)],
+                "latency_k": 200, "conns": min(a.conns, 500)}
+    names = [s.strip() for s in a.servers.split(",") if s.strip()]
+    workdir = tempfile.mkdtemp(prefix="greenchat-bench-")
+    credentials = os.path.join(workdir, "credentials.txt")
+    with open(credentials, "w") as f:
+        for i in range(max(plan["conns"], 1001) + 2):
+            f.write(f"u{i} pw\n")
+    results = {}
+    try:
+        for name in names:
+            print(f"== {name}", file=sys.stderr, flush=True)
+            if name == "greenchat":
+                results[name] = run_chat_server(start_greenchat, workdir, credentials, plan,
+                                                a.timeout)
+            elif name == "threaded":
+                # A thread per connection: 10,000 of them is not the point here.
+                results[name] = run_chat_server(start_threaded, workdir, credentials, plan,
+                                                a.timeout, with_conns=False)
+            elif name == "ngircd":
+                if ngircd_available() and os.path.isdir(ANCHOR):
+                    results[name] = run_ngircd(plan, a.timeout)
+                else:
+                    print("ngircd not installed (apt-get install ngircd); skipped",
+                          file=sys.stderr)
+            else:
+                p.error(f"unknown server {name!r}")
+            print(json.dumps(results.get(name), indent=1), file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump({"time": time.strftime("%Y-%m-%d %H:%M:%S"), "plan": plan,
+                   "results": results}, f, indent=1)
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,423 @@
+"""Bounded loopback load generator for greenchat's protocol (stdlib only).
+
+Runs in its own process, single-threaded over epoll, so the server under test
+has the other core to itself. Targets 127.0.0.1 only. Every loop is bounded by
+a count and a wall-clock deadline. Prints one JSON object per run.
+
+  fanout   N receivers + 1 sender; the sender broadcasts M messages; counts
+           deliveries at the receivers; server CPU from /proc.
+  latency  A -> server -> B, B -> server -> A with `message`, K sequential
+           round trips; median and p99.
+  conns    up to C logged-in idle clients; login rate and server RSS.
+
+Accounts are u0, u1, ... with password "pw"; the runner writes that file.
+"""
+
+import argparse
+import errno
+import json
+import os
+import resource
+import select
+import socket
+import statistics
+import sys
+import time
+
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP = (select.EPOLLIN, select.EPOLLOUT,
+                                         select.EPOLLERR, select.EPOLLHUP)
+LOGIN_OK = b'"status":"ok"'
+
+
+def frame(obj):
+    return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+
+
+def login_frames(user):
+    return (frame({"type": "hello", "version": 1})
+            + frame({"type": "username", "username": user})
+            + frame({"type": "password", "password": "pw"}))
+
+
+def command(i, line):
+    return frame({"type": "command", "id": i, "line": line})
+
+
+def proc_cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def proc_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def self_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def pct(sorted_values, p):
+    k = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+class Conn:
+    __slots__ = ("user", "sock", "fd", "wbuf", "tail", "ready", "dead", "count",
+                 "measure", "t_start", "t_ready", "connecting", "mask")
+
+    def __init__(self, user):
+        self.user = user
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setblocking(False)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.fd = self.sock.fileno()
+        self.wbuf = bytearray()
+        self.tail = b""
+        self.ready = False
+        self.dead = None
+        self.count = 0
+        self.measure = False
+        self.connecting = True
+        self.mask = 0
+
+
+class Engine:
+    """Drives many non-blocking connections from one thread."""
+
+    def __init__(self, port):
+        self.port = port
+        self.ep = select.epoll()
+        self.conns = {}
+        self.ndead = 0
+        self.bytes_in = 0
+
+    def open(self, conn):
+        conn.t_start = time.perf_counter()
+        rc = conn.sock.connect_ex((HOST, self.port))
+        if rc not in (0, errno.EINPROGRESS):
+            raise OSError(rc, os.strerror(rc))
+        self.conns[conn.fd] = conn
+        conn.mask = EPOLLIN | EPOLLOUT
+        self.ep.register(conn.fd, conn.mask)
+        conn.wbuf += login_frames(conn.user)
+
+    def close(self, conn):
+        if self.conns.pop(conn.fd, None) is not None:
+            try:
+                self.ep.unregister(conn.fd)
+            except (OSError, ValueError):
+                pass
+        conn.sock.close()
+
+    def close_all(self):
+        for conn in list(self.conns.values()):
+            self.close(conn)
+
+    def send(self, conn, data):
+        conn.wbuf += data
+        self.flush(conn)
+
+    def flush(self, conn):
+        if conn.connecting:
+            return
+        while conn.wbuf:
+            try:
+                n = conn.sock.send(conn.wbuf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.kill(conn, f"send: {exc}")
+                return
+            del conn.wbuf[:n]
+        want = EPOLLIN | (EPOLLOUT if conn.wbuf else 0)
+        if want != conn.mask and conn.fd in self.conns:
+            conn.mask = want
+            self.ep.modify(conn.fd, want)
+
+    def kill(self, conn, why):
+        if conn.dead is None:
+            conn.dead = why
+            self.ndead += 1
+        self.close(conn)
+
+    def poll(self, timeout):
+        conns = self.conns
+        for fd, ev in self.ep.poll(timeout, 1024):
+            conn = conns.get(fd)
+            if conn is None:
+                continue
+            if conn.connecting and ev & (EPOLLOUT | EPOLLERR | EPOLLHUP):
+                err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    self.kill(conn, f"connect: {os.strerror(err)}")
+                    continue
+                conn.connecting = False
+                self.flush(conn)
+            elif ev & EPOLLOUT:
+                self.flush(conn)
+            if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+                try:
+                    data = conn.sock.recv(262144)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as exc:
+                    self.kill(conn, f"recv: {exc}")
+                    continue
+                if not data:
+                    self.kill(conn, "EOF from server")
+                    continue
+                self.bytes_in += len(data)
+                if conn.measure:
+                    # One frame per line; during measurement receivers get
+                    # only the broadcasts.
+                    conn.count += data.count(b"\n")
+                elif not conn.ready:
+                    seen = conn.tail + data
+                    if LOGIN_OK in seen:
+                        conn.ready = True
+                        conn.t_ready = time.perf_counter()
+                    elif b'"status":"failed"' in seen or b'"type":"error"' in seen:
+                        self.kill(conn, seen[-200:].decode("utf-8", "replace"))
+                        continue
+                    conn.tail = data[-32:]
+
+    def establish(self, conns, window, deadline, progress=None):
+        """Log conns in, at most `window` unfinished at once; return how many."""
+        pending = list(reversed(conns))
+        inflight = []
+        nready = 0
+        while (pending or inflight) and time.perf_counter() < deadline:
+            while pending and len(inflight) < window:
+                conn = pending.pop()
+                self.open(conn)
+                inflight.append(conn)
+            self.poll(0.02)
+            still = []
+            for conn in inflight:
+                if conn.ready:
+                    nready += 1
+                    if progress:
+                        progress(nready, conn)
+                elif conn.dead is None:
+                    still.append(conn)
+                else:
+                    return nready
+            inflight = still
+        return nready
+
+    def settle(self, quiet=0.3, limit=60.0):
+        """Read until nothing arrives for `quiet` seconds (bounded by `limit`)."""
+        end = time.perf_counter() + limit
+        last = self.bytes_in
+        last_change = time.perf_counter()
+        while time.perf_counter() < end:
+            self.poll(0.05)
+            if self.bytes_in != last:
+                last, last_change = self.bytes_in, time.perf_counter()
+            elif time.perf_counter() - last_change >= quiet:
+                return
+
+
+def cmd_fanout(a):
+    eng = Engine(a.port)
+    deadline = time.perf_counter() + a.setup_timeout
+    sender = Conn("u0")
+    receivers = [Conn(f"u{i + 1}") for i in range(a.n)]
+    t0 = time.perf_counter()
+    if eng.establish([sender], 1, deadline) != 1:
+        sys.exit(f"sender login failed: {sender.dead}")
+    nready = eng.establish(receivers, a.connect_window, deadline)
+    setup_s = time.perf_counter() - t0
+    if nready != a.n:
+        sys.exit(f"only {nready}/{a.n} receivers logged in: "
+                 f"{[c.dead for c in receivers if c.dead][:3]}")
+    eng.settle()
+    for conn in receivers:
+        conn.measure = True
+        conn.count = 0
+
+    pad = "x" * max(0, a.payload - 11)
+    blob = memoryview(b"".join(command(i, f"broadcast {i:010d} {pad}") for i in range(a.m)))
+    per_message = len(blob) / a.m
+    target = a.n * a.m
+    sent = 0
+    out_armed = False
+    srv0, me0 = proc_cpu_s(a.pid), self_cpu_s()
+    t0 = time.perf_counter()
+    end = t0 + a.run_timeout
+    t_sent = None
+    while True:
+        total = sum(c.count for c in receivers)
+        now = time.perf_counter()
+        if total >= target or now > end or eng.ndead:
+            break
+        if sent < len(blob):
+            limit = len(blob) if a.window <= 0 else \
+                min(len(blob), int((total / a.n + a.window) * per_message))
+            if sent < limit:
+                try:
+                    sent += sender.sock.send(blob[sent:limit])
+                    if out_armed:
+                        eng.ep.modify(sender.fd, EPOLLIN)
+                        out_armed = False
+                except (BlockingIOError, InterruptedError):
+                    if not out_armed:
+                        eng.ep.modify(sender.fd, EPOLLIN | EPOLLOUT)
+                        out_armed = True
+            elif t_sent is None and sent >= len(blob):
+                t_sent = now
+        eng.poll(0.005)
+    wall = time.perf_counter() - t0
+    srv_cpu, me_cpu = proc_cpu_s(a.pid) - srv0, self_cpu_s() - me0
+    total = sum(c.count for c in receivers)
+    print(json.dumps({
+        "test": "fanout", "n": a.n, "m": a.m, "window": a.window, "setup_s": round(setup_s, 3),
+        "deliveries": total, "expected": target, "complete": total >= target,
+        "dead": eng.ndead, "wall_s": round(wall, 4),
+        "deliveries_per_s": round(total / wall, 1),
+        "server_cpu_s": round(srv_cpu, 3), "server_cpu_util": round(srv_cpu / wall, 3),
+        "server_cpu_s_per_M_deliveries": round(srv_cpu / total * 1e6, 3) if total else None,
+        "loadgen_cpu_util": round(me_cpu / wall, 3),
+        "server_rss_kb": proc_rss_kb(a.pid),
+    }), flush=True)
+    eng.close_all()
+
+
+class Blocking:
+    """A blocking client for the latency run."""
+
+    def __init__(self, port, user, deadline):
+        self.sock = socket.create_connection((HOST, port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.sock.sendall(login_frames(user))
+        self.wait_for(LOGIN_OK, deadline)
+
+    def wait_for(self, needle, deadline):
+        while True:
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                if needle in line:
+                    return line
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise TimeoutError(f"no {needle!r} in time")
+            self.sock.settimeout(left)
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("EOF from server")
+            self.buf += data
+
+
+def run_latency(port, pid, k, warmup, payload, timeout):
+    deadline = time.perf_counter() + timeout
+    a = Blocking(port, "u1", deadline)
+    b = Blocking(port, "u2", deadline)
+    a.wait_for(b'"presence"', deadline)      # u2 logged in
+    pad = "y" * max(0, payload - 11)
+    rtts = []
+    srv0 = proc_cpu_s(pid)
+    for i in range(warmup + k):
+        t0 = time.perf_counter_ns()
+        a.sock.sendall(command(i, f"message u2 {i:010d} {pad}"))
+        b.wait_for(b'"type":"message"', deadline)
+        b.sock.sendall(command(i, f"message u1 {i:010d} {pad}"))
+        a.wait_for(b'"type":"message"', deadline)
+        if i >= warmup:
+            rtts.append((time.perf_counter_ns() - t0) / 1000)
+    srv_cpu = proc_cpu_s(pid) - srv0
+    for c in (a, b):
+        c.sock.close()
+    rtts.sort()
+    return {"test": "latency", "round_trips": len(rtts),
+            "rtt_us_median": round(statistics.median(rtts), 1),
+            "rtt_us_p99": round(pct(rtts, 99), 1),
+            "rtt_us_min": round(rtts[0], 1), "rtt_us_max": round(rtts[-1], 1),
+            "server_cpu_s": round(srv_cpu, 3)}
+
+
+def cmd_latency(a):
+    print(json.dumps(run_latency(a.port, a.pid, a.k, a.warmup, a.payload, a.run_timeout)),
+          flush=True)
+
+
+def cmd_conns(a):
+    eng = Engine(a.port)
+    rss0, cpu0 = proc_rss_kb(a.pid), proc_cpu_s(a.pid)
+    marks = []
+    login_times = []
+    t0 = time.perf_counter()
+    checkpoints = set(range(a.step, a.max + 1, a.step)) | {a.max}
+
+    def progress(nready, conn):
+        login_times.append(conn.t_ready - conn.t_start)
+        if nready in checkpoints:
+            marks.append({"clients": nready, "t_s": round(time.perf_counter() - t0, 3),
+                          "server_rss_kb": proc_rss_kb(a.pid),
+                          "server_cpu_s": round(proc_cpu_s(a.pid) - cpu0, 2)})
+
+    conns = [Conn(f"u{i}") for i in range(a.max)]
+    nready = eng.establish(conns, a.connect_window, t0 + a.run_timeout, progress)
+    connect_s = time.perf_counter() - t0
+    eng.settle(quiet=1.0)
+    rss = proc_rss_kb(a.pid)
+    cpu_i0 = proc_cpu_s(a.pid)
+    end = time.perf_counter() + a.idle_seconds
+    while time.perf_counter() < end:
+        eng.poll(0.1)
+    idle_cpu = proc_cpu_s(a.pid) - cpu_i0
+    login_times.sort()
+    print(json.dumps({
+        "test": "conns", "target": a.max, "ready": nready,
+        "failure": next((c.dead for c in conns if c.dead), None),
+        "connect_all_s": round(connect_s, 3),
+        "logins_per_s": round(nready / connect_s, 1) if connect_s else None,
+        "login_ms_median": round(1000 * statistics.median(login_times), 2) if login_times else None,
+        "login_ms_p99": round(1000 * pct(login_times, 99), 2) if login_times else None,
+        "server_rss_kb_baseline": rss0, "server_rss_kb_after": rss,
+        "rss_kb_per_conn": round((rss - rss0) / nready, 2) if nready else None,
+        "server_cpu_s_idle": round(idle_cpu, 3), "marks": marks,
+    }), flush=True)
+    eng.close_all()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--pid", type=int, required=True, help="server PID, for CPU and RSS")
+    p.add_argument("--run-timeout", type=float, default=120.0)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fanout")
+    f.add_argument("-n", type=int, default=100)
+    f.add_argument("-m", type=int, default=10000)
+    f.add_argument("--payload", type=int, default=60)
+    f.add_argument("--window", type=int, default=0,
+                   help="messages the sender may run ahead of the receivers (0: no limit)")
+    f.add_argument("--connect-window", type=int, default=20)
+    f.add_argument("--setup-timeout", type=float, default=120.0)
+    lat = sub.add_parser("latency")
+    lat.add_argument("-k", type=int, default=2000)
+    lat.add_argument("--warmup", type=int, default=200)
+    lat.add_argument("--payload", type=int, default=60)
+    c = sub.add_parser("conns")
+    c.add_argument("--max", type=int, default=10000)
+    c.add_argument("--step", type=int, default=1000)
+    c.add_argument("--connect-window", type=int, default=20)
+    c.add_argument("--idle-seconds", type=float, default=3.0)
+    a = p.parse_args(argv)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    {"fanout": cmd_fanout, "latency": cmd_latency, "conns": cmd_conns}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
