@@ -81,14 +81,14 @@ class Session:
     """One connection: its socket, reader, outbox and (once logged in) user."""
 
     __slots__ = ("server", "sock", "address", "reader", "outbox", "user", "login_id", "state",
-                 "pending", "spill", "end_reason", "closed", "mailbox_limit", "p2p")
+                 "pending", "spill", "end_reason", "closed", "p2p")
 
     def __init__(self, server, sock, address):
         self.server = server
         self.sock = sock
         self.address = address
         self.reader = FrameReader(sock, server.config.max_frame)
-        self.outbox = Outbox(sock)
+        self.outbox = Outbox(sock, server.config.mailbox_limit)
         self.user = None
         self.login_id = None
         self.state = NEW
@@ -96,7 +96,6 @@ class Session:
         self.spill = []        # message records arriving while the session closes
         self.end_reason = None
         self.closed = Event()
-        self.mailbox_limit = server.config.mailbox_limit
         self.p2p = None        # (host, port) the client accepts private links on
 
     def deliver(self, frame, record=None):
@@ -108,8 +107,7 @@ class Session:
         """
         state = self.state
         if state is ONLINE:
-            if len(self.outbox) < self.mailbox_limit:
-                self.outbox.put(frame, record)
+            if self.outbox.put(frame, record):
                 return
             log.warning("%s: mailbox full (%d frames), disconnecting slow consumer",
                         self.user, len(self.outbox))
@@ -321,7 +319,7 @@ class ChatServer:
         pending, session.pending = session.pending, []
         session.state = ONLINE
         for sender, text, sent_at in messages:
-            session.outbox.put(
+            session.deliver(
                 encode({"type": "message", "from": sender, "text": text,
                         "sent_at": sent_at, "offline": True}),
                 (name, sender, text, sent_at))

@@ -5,7 +5,8 @@ Reading: FrameReader keeps its own receive buffer in a codec.Decoder, so a
 timeout or a read that ends mid-frame loses nothing. Because gevent's recv on
 a ready socket returns without switching, a reader fed faster than it works
 would starve every other greenlet; FrameReader therefore yields to the hub
-every YIELD_EVERY frames.
+once it has worked for TIME_SLICE. Longer slices mean bigger batches for the
+writers (fewer send calls per delivery); shorter ones, fairer turns.
 
 Writing: Outbox is the one writer of a socket. Frames go into an unbounded
 gevent Queue (put never blocks the producer; the server enforces its own limit
@@ -29,7 +30,14 @@ from greenchat.errors import ConnectionLost
 
 log = logging.getLogger("greenchat.transport")
 
-YIELD_EVERY = 10
+# A reader with frames in hand runs at most this long before letting the
+# writers and other readers run. Each turn wakes every writer with mail once,
+# so at 1000 receivers a turn costs ~3 ms of writer switches and send calls
+# whatever its length: short turns waste it. Measured on 2 cores (deliveries/s
+# at 100 / 1000 receivers): every 10 frames 0.96M / 0.64M; 5 ms 1.77M / 0.63M;
+# 20 ms 1.74M / 1.16M, round trip unchanged. A time slice, unlike a frame
+# count, also bounds the stall when frames are expensive.
+TIME_SLICE = 0.02
 RECV_SIZE = 65536
 MAX_BATCH = 1024
 _CLOSE = object()
@@ -43,7 +51,7 @@ class FrameReader:
         self.decoder = Decoder(max_frame)
         self._ready = []
         self._next = 0
-        self._since_yield = 0
+        self._slice_start = monotonic()
 
     def read_frame(self, timeout=None):
         """Return the next frame, or None if `timeout` seconds pass first.
@@ -55,10 +63,10 @@ class FrameReader:
             self._fill(timeout)
             if self._next >= len(self._ready):
                 return None
-        self._since_yield += 1
-        if self._since_yield >= YIELD_EVERY:
-            self._since_yield = 0
+        now = monotonic()
+        if now - self._slice_start >= TIME_SLICE:
             gevent.sleep(0)
+            self._slice_start = monotonic()
         frame = self._ready[self._next]
         self._next += 1
         return frame
@@ -102,8 +110,9 @@ class FrameReader:
 class Outbox:
     """The single writer of one socket: a queue drained by one greenlet."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, limit=None):
         self.sock = sock
+        self.limit = limit if limit is not None else float("inf")
         self.queue = Queue()
         self.unsent = []          # (frame, record) pairs that never reached the socket
         self.failed = False
@@ -113,7 +122,12 @@ class Outbox:
         return self.queue.qsize()
 
     def put(self, frame, record=None):
-        self.queue.put_nowait((frame, record))
+        """Queue a frame; False (and nothing queued) if `limit` frames wait already."""
+        queue = self.queue
+        if queue.qsize() >= self.limit:
+            return False
+        queue.put_nowait((frame, record))
+        return True
 
     def send(self, message):
         """Encode a frame dict and queue it."""
@@ -136,7 +150,7 @@ class Outbox:
 
     def _run(self):
         get, get_nowait, queue = self.queue.get, self.queue.get_nowait, self.queue
-        sendall = self.sock.sendall
+        send = self.sock.send
         batch = []
         try:
             while True:
@@ -147,7 +161,15 @@ class Outbox:
                 if closing:
                     batch.pop()
                 if batch:
-                    sendall(b"".join([frame for frame, _ in batch]))
+                    # send() in a loop, not sendall(): gevent's sendall asks the
+                    # kernel for SO_SNDBUF on every call, a fifth of the server's
+                    # time in a fan-out profile.
+                    data = b"".join([frame for frame, _ in batch])
+                    sent = send(data)
+                    if sent < len(data):
+                        view = memoryview(data)
+                        while sent < len(view):
+                            sent += send(view[sent:])
                 batch = []
                 if closing:
                     return
