@@ -12,9 +12,7 @@ Writing: Outbox is the one writer of a socket. Frames go into an unbounded
 gevent Queue (put never blocks the producer; the server enforces its own limit
 on the length) and one greenlet drains it, joining everything waiting into one
 sendall: measured here, that is what lets one greenlet fan a broadcast out to
-thousands at about a million deliveries a second. Items are (frame_bytes,
-record) pairs: `record` is whatever the owner needs back for a frame that was
-never sent (the server stores such messages as offline), or None.
+thousands at over a million deliveries a second.
 """
 
 import logging
@@ -108,13 +106,19 @@ class FrameReader:
 
 
 class Outbox:
-    """The single writer of one socket: a queue drained by one greenlet."""
+    """The single writer of one socket: a queue drained by one greenlet.
+
+    A queued item is the frame's bytes, or a (bytes, record) tuple when the
+    owner wants `record` back should the frame never be written. Bare bytes
+    for everything else keep a fan-out's per-recipient cost to one queue slot:
+    a presence flood to thousands of users queues millions of them.
+    """
 
     def __init__(self, sock, limit=None):
         self.sock = sock
         self.limit = limit if limit is not None else float("inf")
         self.queue = Queue()
-        self.unsent = []          # (frame, record) pairs that never reached the socket
+        self.unsent = []          # items that never reached the socket
         self.failed = False
         self.greenlet = gevent.spawn(self._run)
 
@@ -126,27 +130,27 @@ class Outbox:
         queue = self.queue
         if queue.qsize() >= self.limit:
             return False
-        queue.put_nowait((frame, record))
+        queue.put_nowait(frame if record is None else (frame, record))
         return True
 
     def send(self, message):
-        """Encode a frame dict and queue it."""
-        self.queue.put_nowait((encode(message), None))
+        """Encode a frame dict and queue it, whatever the limit."""
+        self.queue.put_nowait(encode(message))
 
     def close(self, timeout):
         """Flush what is queued, then stop; after `timeout` seconds, give up.
 
-        Returns the records of every frame that was not written.
+        Returns the records of every frame that was not written, in order.
         """
-        self.queue.put_nowait((_CLOSE, None))
+        self.queue.put_nowait(_CLOSE)
         self.greenlet.join(timeout)
         if not self.greenlet.dead:
             self.greenlet.kill(block=True, timeout=1)
         while self.queue.qsize():
-            frame, record = self.queue.get_nowait()
-            if frame is not _CLOSE:
-                self.unsent.append((frame, record))
-        return [record for _, record in self.unsent if record is not None]
+            item = self.queue.get_nowait()
+            if item is not _CLOSE:
+                self.unsent.append(item)
+        return [item[1] for item in self.unsent if item.__class__ is tuple]
 
     def _run(self):
         get, get_nowait, queue = self.queue.get, self.queue.get_nowait, self.queue
@@ -157,14 +161,15 @@ class Outbox:
                 batch = [get()]
                 while queue.qsize() and len(batch) < MAX_BATCH:
                     batch.append(get_nowait())
-                closing = batch[-1][0] is _CLOSE
+                closing = batch[-1] is _CLOSE
                 if closing:
                     batch.pop()
                 if batch:
                     # send() in a loop, not sendall(): gevent's sendall asks the
                     # kernel for SO_SNDBUF on every call, a fifth of the server's
                     # time in a fan-out profile.
-                    data = b"".join([frame for frame, _ in batch])
+                    data = b"".join([item if item.__class__ is bytes else item[0]
+                                     for item in batch])
                     sent = send(data)
                     if sent < len(data):
                         view = memoryview(data)
@@ -175,7 +180,7 @@ class Outbox:
                     return
         except BaseException as exc:  # noqa: B902 - GreenletExit included: keep the batch
             self.failed = True
-            self.unsent.extend(item for item in batch if item[0] is not _CLOSE)
+            self.unsent.extend(item for item in batch if item is not _CLOSE)
             if not isinstance(exc, (OSError, gevent.GreenletExit)):
                 log.exception("writer failed")
 
