@@ -3,9 +3,14 @@
 Strategy: one SQLite connection, opened and used only inside one dedicated OS
 thread (a gevent ThreadPool of size 1). Every public method hands its work to
 that thread and waits cooperatively, so a commit's fsync never stalls the gevent
-hub: the calling greenlet sleeps while other greenlets run. One thread also
-means every call runs in the order it was made, which the server relies on:
-a message stored before a user's login is read by that login's fetch.
+hub: the calling greenlet sleeps while other greenlets run.
+
+Calls run in exactly the order they were made, which the server relies on (a
+message stored before a user's login is read by that login's fetch; a session's
+undelivered messages are stored before newer ones). The pool alone does not
+promise that: ThreadPool.spawn may wait for a free worker, and waiters need not
+resume in order. So a call only appends its job to a queue, without yielding,
+and one dispatcher greenlet feeds the thread from that queue.
 
 The database is in WAL mode with synchronous=FULL: when a method returns, its
 transaction is on disk, so an acknowledged offline message survives kill -9.
@@ -16,9 +21,15 @@ import os
 import sqlite3
 import time
 
+import gevent
+from gevent.event import AsyncResult
+from gevent.queue import Queue
 from gevent.threadpool import ThreadPool
 
 from greenchat.errors import StoreError
+
+# A store call that takes longer than this has failed (a wedged disk).
+CALL_TIMEOUT = 60.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS offline (
@@ -55,6 +66,8 @@ class Store:
         self.path = path
         self._pool = ThreadPool(1)
         self._db = None
+        self._jobs = Queue()
+        self._dispatcher = gevent.spawn(self._dispatch)
 
     @classmethod
     def open(cls, path):
@@ -76,10 +89,24 @@ class Store:
         self._db = db
 
     def _call(self, func, *args):
+        result = AsyncResult()
+        self._jobs.put_nowait((func, args, result))
         try:
-            return self._pool.apply(func, args)
+            return result.get(timeout=CALL_TIMEOUT)
         except sqlite3.Error as exc:
             raise StoreError(f"database {self.path}: {exc}") from exc
+        except gevent.Timeout:
+            raise StoreError(f"database {self.path}: no answer in {CALL_TIMEOUT}s") from None
+
+    def _dispatch(self):
+        while True:
+            func, args, result = self._jobs.get()
+            if func is None:
+                return
+            try:
+                result.set(self._pool.apply(func, args))
+            except Exception as exc:  # handed to the caller, raised there
+                result.set_exception(exc)
 
     def _transaction(self, func, *args):
         """Run func(db, *args) in the store thread inside one transaction."""
@@ -105,6 +132,8 @@ class Store:
         try:
             self._call(run)
         finally:
+            self._jobs.put_nowait((None, (), None))
+            self._dispatcher.join(timeout=CALL_TIMEOUT)
             self._pool.kill()
 
     # Offline messages -------------------------------------------------------
