@@ -156,10 +156,14 @@ class Outbox:
         get, get_nowait, queue = self.queue.get, self.queue.get_nowait, self.queue
         send = self.sock.send
         batch = []
+        sent = 0
         try:
             while True:
                 batch = [get()]
-                while queue.qsize() and len(batch) < MAX_BATCH:
+                sent = 0
+                # Stop at the close marker: frames queued after it (a late
+                # control frame) are the owner's to collect as unsent.
+                while batch[-1] is not _CLOSE and queue.qsize() and len(batch) < MAX_BATCH:
                     batch.append(get_nowait())
                 closing = batch[-1] is _CLOSE
                 if closing:
@@ -180,9 +184,26 @@ class Outbox:
                     return
         except BaseException as exc:  # noqa: B902 - GreenletExit included: keep the batch
             self.failed = True
-            self.unsent.extend(item for item in batch if item is not _CLOSE)
+            self.unsent.extend(_not_written(batch, sent))
             if not isinstance(exc, (OSError, gevent.GreenletExit)):
                 log.exception("writer failed")
+
+
+def _not_written(batch, sent):
+    """The items of `batch` not wholly within its first `sent` bytes.
+
+    A frame cut short is the peer's to discard (its decoder drops a partial
+    frame at end of stream), so it counts as not written; a frame that went
+    out whole is not stored again, which would deliver it twice.
+    """
+    end = 0
+    for index, item in enumerate(batch):
+        if item is _CLOSE:
+            continue
+        end += len(item if item.__class__ is bytes else item[0])
+        if end > sent:
+            return [i for i in batch[index:] if i is not _CLOSE]
+    return []
 
 
 def configure(sock):
