@@ -15,9 +15,10 @@ Strategy
 - Messages are never lost: a message to an offline user is committed to the
   store before the sender is answered; one queued for a session that ends
   before writing it (dropped connection, full mailbox, logout) is stored as
-  offline again, in order, before the user counts as offline. While a session
-  closes it stays registered and its new deliveries "spill" into a list that is
-  stored with the rest, so nothing can overtake an older message.
+  offline. While a session flushes its last frames it stays registered and
+  new deliveries "spill" into a list; then, in one step with no yield, it
+  leaves `online` and hands everything unwritten to the store, whose single
+  thread runs calls in order, so no later message or login overtakes it.
 - Blocks and last-logout times are kept in memory (loaded at start, written
   through to the store), so broadcast and `whoelse` never wait on SQLite.
 
@@ -316,15 +317,48 @@ class ChatServer:
         # Until the offline messages are queued, deliveries wait in
         # session.pending; if loading fails, _end stores them.
         session.login_id, messages = self.store.open_session(name, self.clock())
-        pending, session.pending = session.pending, []
+        backlog = [(encode({"type": "message", "from": sender, "text": text,
+                            "sent_at": sent_at, "offline": True}),
+                    (name, sender, text, sent_at))
+                   for sender, text, sent_at in messages]
+        # Offline messages first, then whatever arrived while they loaded,
+        # fed at the pace the client reads them.
+        backlog += session.pending
+        session.pending = []
+        while backlog:
+            if not self._feed(session, backlog):
+                return True
+            backlog, session.pending = session.pending, []
         session.state = ONLINE
-        for sender, text, sent_at in messages:
-            session.deliver(
-                encode({"type": "message", "from": sender, "text": text,
-                        "sent_at": sent_at, "offline": True}),
-                (name, sender, text, sent_at))
-        for frame, record in pending:
-            session.deliver(frame, record)
+        return True
+
+    def _feed(self, session, items):
+        """Queue (frame, record) items without overrunning the mailbox.
+
+        A backlog may exceed the mailbox limit: it is queued as the client
+        reads. False if the client stops reading for FLUSH_TIMEOUT; then the
+        session is ending and the items not queued are back in
+        session.pending, ahead of anything newer, for _end to store.
+        """
+        outbox = session.outbox
+        low = outbox.limit // 4
+        index = 0
+        while index < len(items):
+            room = outbox.limit - len(outbox)
+            if room > 0:
+                for frame, record in items[index:index + room]:
+                    outbox.put(frame, record)
+                index += room
+                continue
+            deadline = monotonic() + FLUSH_TIMEOUT
+            while len(outbox) > low and not outbox.failed and monotonic() < deadline:
+                gevent.sleep(0.01)
+            if len(outbox) > low:
+                log.warning("%s: not reading its offline messages, disconnecting", session.user)
+                session.pending[:0] = items[index:]
+                session.end_reason = "slow"
+                shutdown(session.sock)
+                return False
         return True
 
     def _command_loop(self, session):
@@ -390,28 +424,28 @@ class ChatServer:
             session.send({"type": "bye", "reason": reason, "text": _BYE_TEXTS[reason]})
         unsent = session.outbox.close(FLUSH_TIMEOUT)
         close(session.sock)
-        records = unsent + [r for _, r in session.pending if r is not None]
-        session.pending = []
+        # From here to the store call nothing yields: the user goes offline and
+        # the undelivered messages are handed to the store in one step. The
+        # store runs calls in order, so a message sent to the now-offline user,
+        # and a new login's fetch, both come after these.
+        records = unsent + [r for _, r in session.pending if r is not None] + session.spill
+        session.pending, session.spill = [], []
+        if self.online.get(name) is session:
+            del self.online[name]
+        now = self.clock()
+        self.last_logout[name] = now
+        log.info("logout: %s (%s)", name, reason or "connection closed")
+        if not self.stopping:
+            self._announce(name, False)
+        session.closed.set()
         try:
-            while records or session.spill:
-                records += session.spill
-                session.spill = []
+            if records:
+                log.info("%s: storing %d undelivered message(s) as offline", name, len(records))
                 self.store.save_offline(records)
-                if records:
-                    log.info("%s: stored %d undelivered message(s) as offline",
-                             name, len(records))
-                records = []
-        finally:
-            if self.online.get(name) is session:
-                del self.online[name]
-            now = self.clock()
-            self.last_logout[name] = now
-            session.closed.set()
-            log.info("logout: %s (%s)", name, reason or "connection closed")
-            if not self.stopping:
-                self._announce(name, False)
             if session.login_id is not None:
                 self.store.record_logout(session.login_id, now)
+        except GreenchatError as exc:
+            log.error("%s: could not store the end of the session: %s", name, exc)
 
     def _announce(self, name, online):
         """Tell every other online user that `name` came or went."""
