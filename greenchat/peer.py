@@ -24,7 +24,6 @@ import hmac
 import logging
 from time import monotonic
 
-import gevent
 from gevent.event import Event
 from gevent.server import StreamServer
 

@@ -19,15 +19,13 @@ import gevent
 import pytest
 import zope.event
 from gevent import socket
-from gevent.event import AsyncResult, Event
+from gevent.event import Event
 
 from greenchat import texts
-from greenchat.cli import build_server
 from greenchat.codec import Decoder, encode
-from greenchat.config import ServerConfig
+from support import PASSWORD, Agent, ServerFactory, run_all
 
 SCALE = float(os.environ.get("GREENCHAT_STRESS_SCALE", "1"))
-PASSWORD = "pw"
 
 
 def scaled(n, least=2):
@@ -72,118 +70,11 @@ def blocked_reports(hub_monitor):
     zope.event.subscribers.remove(listen)
 
 
-# Server and agents -------------------------------------------------------
-
 @pytest.fixture
 def start_server(tmp_path):
-    servers = []
-
-    def start(users, **overrides):
-        creds = tmp_path / "credentials.txt"
-        creds.write_text("".join(f"{u} {PASSWORD}\n" for u in users))
-        settings = dict(port=0, host="127.0.0.1", block_duration=1.0, timeout=120.0,
-                        credentials=str(creds), data_dir=str(tmp_path / "data"),
-                        backlog=2048)
-        settings.update(overrides)
-        server = build_server(ServerConfig(**settings))
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop(timeout=10)
-
-
-class Agent:
-    """One simulated user: a reader greenlet records every frame with the
-    time it arrived; commands wait (bounded) for their replies."""
-
-    def __init__(self, name, address):
-        self.name = name
-        self.address = address
-        self.stream = []          # (arrival time, frame) over every session
-        self.lines = {}           # command id -> line
-        self.sessions = []        # [login_ok_time, logout_request_time or None]
-        self.sock = None
-        self.reader = None
-        self._waiters = {}
-        self._next_id = 0
-        self.closed = Event()
-
-    def connect(self):
-        self.sock = socket.create_connection(self.address, timeout=30)
-        self.sock.settimeout(None)
-        self.closed = Event()
-        self._waiters = {"login": AsyncResult(), "bye": AsyncResult()}
-        self.reader = gevent.spawn(self._read, self.sock, self.closed)
-
-    def _read(self, sock, closed):
-        decoder = Decoder()
-        try:
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                now = time.monotonic()
-                for frame in decoder.feed(data):
-                    self.stream.append((now, frame))
-                    kind = frame["type"]
-                    if kind == "reply":
-                        waiter = self._waiters.pop(frame.get("id"), None)
-                        if waiter is not None:
-                            waiter.set(frame)
-                    elif kind == "login" and frame.get("status") == "password" \
-                            and "text" not in frame:
-                        continue        # the server asks for the password
-                    elif kind in ("login", "bye", "error") and kind in self._waiters:
-                        waiter = self._waiters["bye" if kind == "error" else kind]
-                        if not waiter.ready():
-                            waiter.set(frame)
-        except OSError:
-            return
-        finally:
-            closed.set()
-
-    def send(self, frame):
-        self.sock.sendall(encode(frame))
-
-    def login(self, password=PASSWORD, timeout=60):
-        self.connect()
-        self.send({"type": "hello", "version": 1})
-        self.send({"type": "username", "username": self.name})
-        self.send({"type": "password", "password": password})
-        frame = self._waiters["login"].get(timeout=timeout)
-        if frame.get("status") == "ok":
-            self.sessions.append([time.monotonic(), None])
-        return frame
-
-    def command(self, line, timeout=60):
-        self._next_id += 1
-        request_id = self._next_id
-        self.lines[request_id] = line
-        waiter = self._waiters[request_id] = AsyncResult()
-        sent_at = time.monotonic()
-        self.send({"type": "command", "id": request_id, "line": line})
-        return sent_at, waiter.get(timeout=timeout)
-
-    def logout(self, timeout=60):
-        self.sessions[-1][1] = time.monotonic()
-        self._next_id += 1
-        self.lines[self._next_id] = "logout"
-        self.send({"type": "command", "id": self._next_id, "line": "logout"})
-        bye = self._waiters["bye"].get(timeout=timeout)
-        self.closed.wait(timeout)
-        self.sock.close()
-        return bye
-
-    def frames(self, kind):
-        return [(t, f) for t, f in self.stream if f["type"] == kind]
-
-
-def run_all(greenlets, timeout):
-    done = gevent.joinall(greenlets, timeout=timeout, raise_error=True)
-    assert len(done) == len(greenlets), f"{len(greenlets) - len(done)} agent(s) still running"
+    factory = ServerFactory(tmp_path)
+    yield factory
+    factory.stop_all()
 
 
 # 500 clients, a random mix of everything ---------------------------------

@@ -1,0 +1,149 @@
+"""Test support: an in-process server factory and a scripted protocol client.
+
+Agent speaks the wire protocol directly (not through greenchat.client), so
+tests see exactly the frames the server sends; a reader greenlet records
+every frame with its arrival time, and every wait is bounded.
+"""
+
+import time
+
+import gevent
+from gevent import socket
+from gevent.event import AsyncResult, Event
+
+from greenchat.cli import build_server
+from greenchat.codec import Decoder, encode
+from greenchat.config import ServerConfig
+
+PASSWORD = "pw"
+
+
+class ServerFactory:
+    """Starts servers in this process on a free port; stop_all() at teardown."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.servers = []
+
+    def __call__(self, users, passwords=None, **overrides):
+        creds = self.tmp_path / "credentials.txt"
+        passwords = passwords or {}
+        creds.write_text("".join(f"{u} {passwords.get(u, PASSWORD)}\n" for u in users))
+        settings = dict(port=0, host="127.0.0.1", block_duration=1.0, timeout=120.0,
+                        credentials=str(creds), data_dir=str(self.tmp_path / "data"),
+                        backlog=2048)
+        settings.update(overrides)
+        server = build_server(ServerConfig(**settings))
+        server.start()
+        self.servers.append(server)
+        return server
+
+    def stop_all(self):
+        for server in self.servers:
+            server.stop(timeout=10)
+
+
+class Agent:
+    """One simulated user: a reader greenlet records every frame with the
+    time it arrived; commands wait (bounded) for their replies."""
+
+    def __init__(self, name, address):
+        self.name = name
+        self.address = address
+        self.stream = []          # (arrival time, frame) over every session
+        self.lines = {}           # command id -> line
+        self.sessions = []        # [login_ok_time, logout_request_time or None]
+        self.sock = None
+        self.reader = None
+        self._waiters = {}
+        self._next_id = 0
+        self.closed = Event()
+
+    def connect(self):
+        self.sock = socket.create_connection(self.address, timeout=30)
+        self.sock.settimeout(None)
+        self.closed = Event()
+        self._waiters = {"login": AsyncResult(), "bye": AsyncResult()}
+        self.reader = gevent.spawn(self._read, self.sock, self.closed)
+
+    def _read(self, sock, closed):
+        decoder = Decoder()
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                now = time.monotonic()
+                for frame in decoder.feed(data):
+                    self.stream.append((now, frame))
+                    kind = frame["type"]
+                    if kind == "reply":
+                        waiter = self._waiters.pop(frame.get("id"), None)
+                        if waiter is not None:
+                            waiter.set(frame)
+                    elif kind == "login" and frame.get("status") == "password" \
+                            and "text" not in frame:
+                        continue        # the server asks for the password
+                    elif kind in ("login", "bye", "error") and kind in self._waiters:
+                        waiter = self._waiters["bye" if kind == "error" else kind]
+                        if not waiter.ready():
+                            waiter.set(frame)
+        except OSError:
+            return
+        finally:
+            closed.set()
+
+    def send(self, frame):
+        self.sock.sendall(encode(frame))
+
+    def login(self, password=PASSWORD, timeout=60):
+        self.connect()
+        self.send({"type": "hello", "version": 1})
+        self.send({"type": "username", "username": self.name})
+        self.send({"type": "password", "password": password})
+        frame = self._waiters["login"].get(timeout=timeout)
+        if frame.get("status") == "ok":
+            self.sessions.append([time.monotonic(), None])
+        return frame
+
+    def command(self, line, timeout=60):
+        self._next_id += 1
+        request_id = self._next_id
+        self.lines[request_id] = line
+        waiter = self._waiters[request_id] = AsyncResult()
+        sent_at = time.monotonic()
+        self.send({"type": "command", "id": request_id, "line": line})
+        return sent_at, waiter.get(timeout=timeout)
+
+    def logout(self, timeout=60):
+        self.sessions[-1][1] = time.monotonic()
+        self._next_id += 1
+        self.lines[self._next_id] = "logout"
+        self.send({"type": "command", "id": self._next_id, "line": "logout"})
+        bye = self._waiters["bye"].get(timeout=timeout)
+        self.closed.wait(timeout)
+        self.sock.close()
+        return bye
+
+    def frames(self, kind):
+        return [(t, f) for t, f in self.stream if f["type"] == kind]
+
+    def texts(self, kind="message"):
+        return [f["text"] for _, f in self.frames(kind)]
+
+    def wait_for(self, predicate, timeout=5):
+        """The first recorded frame matching predicate, waiting up to timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for _, frame in self.stream:
+                if predicate(frame):
+                    return frame
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: no matching frame in {timeout}s; "
+                                     f"got {[f for _, f in self.stream][-5:]}")
+            gevent.sleep(0.01)
+
+
+def run_all(greenlets, timeout):
+    done = gevent.joinall(greenlets, timeout=timeout, raise_error=True)
+    assert len(done) == len(greenlets), f"{len(greenlets) - len(done)} agent(s) still running"
