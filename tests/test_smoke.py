@@ -165,3 +165,27 @@ def test_server_rejects_bad_arguments_and_missing_credentials(tmp_path):
                                capture_output=True, text=True, timeout=DEADLINE)
     assert malformed.returncode == 1
     assert "broken.txt:3" in malformed.stderr
+
+
+def test_private_link_between_client_processes(server):
+    hans = client(server.port)
+    login(hans, "hans", "falcon*solo")
+    yoda = client(server.port)
+    login(yoda, "yoda", "wise@!man")
+    hans.expect("yoda logged in")
+    hans.write("startprivate yoda")
+    hans.expect("Start private messaging with yoda")
+    yoda.expect("hans has started private messaging with you")
+    hans.write("private yoda meet me at the swamp")
+    yoda.expect("hans(private): meet me at the swamp")
+    yoda.write("private hans mud, there is")
+    hans.expect("yoda(private): mud, there is")
+    yoda.write("stopprivate hans")
+    yoda.expect("Private messaging with hans stopped")
+    hans.expect("Private messaging with yoda stopped")
+    hans.write("private yoda anyone?")
+    hans.expect("Error. Private messaging to yoda not enabled")
+    for proc in (hans, yoda):
+        proc.p.stdin.close()
+        proc.expect("Goodbye")
+        assert proc.finish() == 0
