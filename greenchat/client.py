@@ -62,6 +62,7 @@ class Client:
             return 1
         try:
             self._hello()
+            self._listen()
             if not self._login():
                 return 1
             return self._chat()
@@ -70,6 +71,8 @@ class Client:
             console.show(texts.CONNECTION_LOST)
             return 1
         finally:
+            if self.listener is not None:
+                self.listener.stop()
             self.conn.close()
 
     # Handshake and login ----------------------------------------------------
@@ -108,7 +111,11 @@ class Client:
                     password = console.read_secret()
                     if password is None:
                         return False
-                    self.conn.send({"type": "password", "password": password})
+                    frame = {"type": "password", "password": password}
+                    if self.listener is not None:
+                        frame["p2p"] = {"host": self.listener.host,
+                                        "port": self.listener.address[1]}
+                    self.conn.send(frame)
                     answer = self._expect(None)
                     status = answer.get("status")
                     if "text" in answer:
@@ -124,7 +131,6 @@ class Client:
     # The session ------------------------------------------------------------
 
     def _chat(self):
-        self._listen()
         receiver = gevent.spawn(self._receive)
         keyboard = gevent.spawn(self._keyboard)
         try:
@@ -142,11 +148,9 @@ class Client:
             receiver.kill()
             for user in list(self.links):
                 self._end_link(user, notify=True, quiet=True)
-            if self.listener is not None:
-                self.listener.stop()
 
     def _listen(self):
-        """Accept private links, and tell the server where."""
+        """Accept private links; the password frame tells the server where."""
         host = self.config.p2p_host or self.conn.sock.getsockname()[0]
         listener = peer.PeerListener(host, self.config.p2p_port, peer.TokenBook(),
                                      self._accept_link, self.config.max_frame)
@@ -157,7 +161,6 @@ class Client:
                         host, self.config.p2p_port, exc.strerror or exc)
             return
         self.listener = listener
-        self.conn.send({"type": "p2p", "host": host, "port": listener.address[1]})
 
     def _finish(self, status):
         if not self.done.ready():

@@ -101,6 +101,7 @@ class PeerListener:
         self.on_link = on_link
         self.max_frame = max_frame
         self._offer_arrived = Event()
+        self.host = host
         self.server = StreamServer((host, port), self._handle)
 
     def start(self):

@@ -267,6 +267,10 @@ class ChatServer:
                     session.send({"type": "login", "status": "username",
                                   "text": texts.INVALID_USERNAME})
             elif kind == "password" and name is not None:
+                # Known from the first moment the user is online, so a
+                # startprivate can never arrive before it.
+                if frame.get("p2p") is not None:
+                    session.p2p = self._p2p_address(session, frame["p2p"])
                 outcome = self._check_password(name, _field(frame, "password"))
                 if outcome is not None:
                     status, text = outcome
@@ -371,23 +375,18 @@ class ChatServer:
                 session.end_reason = "idle"
                 log.info("idle logout: %s", session.user)
                 return
-            kind = frame["type"]
-            if kind == "command":
-                deadline = monotonic() + timeout
-                self._dispatch(session, frame)
-            elif kind == "p2p":
-                # The client's listening address: not a command, so the idle
-                # clock keeps running.
-                session.p2p = self._p2p_address(session, frame)
-            else:
-                raise ProtocolError(f"unexpected {kind!r} frame")
+            if frame["type"] != "command":
+                raise ProtocolError(f"unexpected {frame['type']!r} frame")
+            deadline = monotonic() + timeout
+            self._dispatch(session, frame)
 
     @staticmethod
-    def _p2p_address(session, frame):
-        host, port = frame.get("host"), frame.get("port")
+    def _p2p_address(session, p2p):
+        """Where the client accepts private links, from its password frame."""
+        host, port = (p2p.get("host"), p2p.get("port")) if isinstance(p2p, dict) else (None, None)
         if not isinstance(host, str) or len(host) > 255 or type(port) is not int \
                 or not 1 <= port <= 65535:
-            raise MalformedFrame("p2p frame needs a string host and a port 1-65535")
+            raise MalformedFrame("p2p needs a string host and a port 1-65535")
         if host in ("", "0.0.0.0", "::"):
             host = session.address[0]
         return host, port
