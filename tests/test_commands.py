@@ -1,0 +1,74 @@
+"""Unit tests of the one command table and its parser."""
+
+import pytest
+
+from greenchat import texts
+from greenchat.commands import COMMANDS, LOCAL, PEER, SERVER, handlers_missing, parse_line
+from greenchat.errors import InvalidCommand
+
+
+@pytest.mark.parametrize("line, name, args", [
+    ("message bob hi", "message", ("bob", "hi")),
+    ("message bob  two  spaces kept ", "message", ("bob", "two  spaces kept ")),
+    ('message\tbob "quoted" \\ text', "message", ("bob", '"quoted" \\ text')),
+    ("  broadcast hello world\n", "broadcast", ("hello world",)),
+    ("whoelse", "whoelse", ()),
+    ("whoelse   ", "whoelse", ()),
+    ("whoelsesince 0", "whoelsesince", (0,)),
+    ("whoelsesince 300", "whoelsesince", (300,)),
+    ("block bob", "block", ("bob",)),
+    ("unblock bob", "unblock", ("bob",)),
+    ("logout", "logout", ()),
+    ("startprivate bob", "startprivate", ("bob",)),
+    ("private bob psst", "private", ("bob", "psst")),
+    ("stopprivate bob", "stopprivate", ("bob",)),
+    ("help", "help", ()),
+])
+def test_valid_lines(line, name, args):
+    spec, parsed = parse_line(line)
+    assert (spec.name, parsed) == (name, args)
+
+
+@pytest.mark.parametrize("line", [
+    "", "   ", "dance", "Message bob hi", "messagebob hi", "message", "message bob",
+    "message bob    ", "broadcast", "broadcast   ", "whoelse now", "whoelsesince",
+    "whoelsesince -1", "whoelsesince 1.5", "whoelsesince ten", "whoelsesince ١٢",
+    "whoelsesince 1 2", "block", "block a b", "unblock", "logout now", "startprivate",
+    "startprivate a b", "private", "private bob", "stopprivate", "help me",
+])
+def test_invalid_lines_all_give_the_one_error(line):
+    with pytest.raises(InvalidCommand) as info:
+        parse_line(line)
+    assert info.value.text == texts.INVALID_COMMAND == "Error. Invalid command"
+
+
+def test_table_declares_where_each_command_runs():
+    assert {n for n, s in COMMANDS.items() if s.where == SERVER} == {
+        "message", "broadcast", "whoelse", "whoelsesince", "block", "unblock", "logout",
+        "startprivate"}
+    assert {n for n, s in COMMANDS.items() if s.where == PEER} == {"private", "stopprivate"}
+    assert {n for n, s in COMMANDS.items() if s.where == LOCAL} == {"help"}
+    for spec in COMMANDS.values():
+        assert spec.summary and spec.syntax.startswith(spec.name)
+    assert COMMANDS["message"].syntax == "message USER TEXT"
+
+
+def test_every_handler_exists_and_shows_its_syntax():
+    from greenchat.client import Client
+    from greenchat.server import ChatServer
+    assert handlers_missing(ChatServer, SERVER) == []
+    assert handlers_missing(Client, PEER) == []
+    assert handlers_missing(Client, LOCAL) == []
+    for cls, where in ((ChatServer, SERVER), (Client, PEER), (Client, LOCAL)):
+        for spec in COMMANDS.values():
+            if spec.where == where:
+                doc = getattr(cls, "cmd_" + spec.name).__doc__
+                assert doc.strip().splitlines()[0] == spec.syntax
+
+
+def test_handlers_missing_reports_gaps():
+    class Partial:
+        def cmd_message(self):
+            pass
+    assert "broadcast" in handlers_missing(Partial, SERVER)
+    assert "message" not in handlers_missing(Partial, SERVER)

@@ -1,0 +1,128 @@
+"""Unit tests of the SQLite store, including that it never stalls the hub."""
+
+import sqlite3
+import time
+
+import gevent
+import pytest
+
+from greenchat.store import Store
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "sub" / "dir" / "greenchat.sqlite3")
+
+
+@pytest.fixture
+def store(path):
+    store = Store.open(path)
+    yield store
+    store.close()
+
+
+def test_open_creates_missing_directories_and_uses_wal(path):
+    Store.open(path).close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def test_offline_messages_are_taken_once_oldest_first_per_recipient(store):
+    store.save_offline([("bob", "alice", "one", 1.0), ("carol", "alice", "x", 1.5),
+                        ("bob", "dave", "two", 2.0)])
+    store.save_offline([("bob", "alice", "three", 3.0)])
+    assert store.count_offline() == 4
+    assert store.take_offline("bob") == [("alice", "one", 1.0), ("dave", "two", 2.0),
+                                         ("alice", "three", 3.0)]
+    assert store.take_offline("bob") == []
+    assert store.count_offline("carol") == 1
+
+
+def test_open_session_records_a_login_and_takes_the_messages(store):
+    store.save_offline([("bob", "alice", "hi", 5.0)])
+    login_id, messages = store.open_session("bob", 10.0)
+    assert messages == [("alice", "hi", 5.0)]
+    assert store.count_offline("bob") == 0
+    store.record_logout(login_id, 20.0)
+    assert store.last_logouts() == {"bob": 20.0}
+
+
+def test_login_history(store):
+    first = store.record_login("bob", 1.0)
+    store.record_logout(first, 2.0)
+    second = store.record_login("bob", 3.0)
+    store.record_logout(second, 4.0)
+    store.record_login("carol", 5.0)
+    assert store.last_logouts() == {"bob": 4.0}
+    assert store.close_open_logins(9.0) == 1
+    assert store.last_logouts() == {"bob": 4.0, "carol": 9.0}
+
+
+def test_blocks(store):
+    store.add_block("alice", "bob")
+    store.add_block("alice", "bob")
+    store.add_block("carol", "alice")
+    assert sorted(store.all_blocks()) == [("alice", "bob"), ("carol", "alice")]
+    store.remove_block("alice", "bob")
+    store.remove_block("alice", "nobody")
+    assert store.all_blocks() == [("carol", "alice")]
+
+
+def test_locks_expire(store):
+    store.set_lock("bob", 100.0)
+    store.set_lock("carol", 200.0)
+    assert store.active_locks(now=150.0) == {"carol": 200.0}
+    assert store.active_locks(now=50.0) == {"carol": 200.0}    # bob's was dropped
+    store.clear_lock("carol")
+    assert store.active_locks(now=0.0) == {}
+
+
+def test_everything_survives_close_and_reopen(path):
+    store = Store.open(path)
+    store.save_offline([("bob", "alice", "kept", 1.0)])
+    store.add_block("alice", "bob")
+    store.set_lock("dave", time.time() + 60)
+    store.record_logout(store.record_login("carol", 1.0), 2.0)
+    store.close()
+    store = Store.open(path)
+    try:
+        assert store.take_offline("bob") == [("alice", "kept", 1.0)]
+        assert store.all_blocks() == [("alice", "bob")]
+        assert list(store.active_locks()) == ["dave"]
+        assert store.last_logouts() == {"carol": 2.0}
+    finally:
+        store.close()
+
+
+def test_calls_run_in_the_order_they_are_made(store):
+    def save(i):
+        store.save_offline([("bob", "alice", str(i), float(i))])
+    gevent.joinall([gevent.spawn(save, i) for i in range(100)], timeout=30)
+    assert [text for _, text, _ in store.take_offline("bob")] == [str(i) for i in range(100)]
+
+
+def test_store_work_does_not_stall_the_hub(store):
+    """Durable commits (an fsync each) run in the store's thread: a ticker
+    greenlet keeps running throughout. In the hub, 200 fsyncs would stall it
+    for their whole duration."""
+    gaps = []
+    running = [True]
+
+    def ticker():
+        last = time.perf_counter()
+        while running[0]:
+            gevent.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    tick = gevent.spawn(ticker)
+    start = time.perf_counter()
+    for i in range(200):
+        store.save_offline([("bob", "alice", "x" * 200, float(i))])
+    elapsed = time.perf_counter() - start
+    running[0] = False
+    tick.join(5)
+    assert len(gaps) > 20
+    assert max(gaps) < 0.05, f"hub stalled {max(gaps) * 1000:.1f} ms during {elapsed:.2f} s"
