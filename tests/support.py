@@ -101,7 +101,7 @@ class Agent:
         self.send({"type": "hello", "version": 1})
         self.send({"type": "username", "username": self.name})
         self.send({"type": "password", "password": password})
-        frame = self._waiters["login"].get(timeout=timeout)
+        frame = self._wait(self._waiters["login"], timeout, "login")
         if frame.get("status") == "ok":
             self.sessions.append([time.monotonic(), None])
         return frame
@@ -113,17 +113,26 @@ class Agent:
         waiter = self._waiters[request_id] = AsyncResult()
         sent_at = time.monotonic()
         self.send({"type": "command", "id": request_id, "line": line})
-        return sent_at, waiter.get(timeout=timeout)
+        return sent_at, self._wait(waiter, timeout, line)
 
     def logout(self, timeout=60):
         self.sessions[-1][1] = time.monotonic()
         self._next_id += 1
         self.lines[self._next_id] = "logout"
         self.send({"type": "command", "id": self._next_id, "line": "logout"})
-        bye = self._waiters["bye"].get(timeout=timeout)
+        bye = self._wait(self._waiters["bye"], timeout, "logout")
         self.closed.wait(timeout)
         self.sock.close()
         return bye
+
+    def _wait(self, waiter, timeout, what):
+        try:
+            return waiter.get(timeout=timeout)
+        except gevent.Timeout:
+            raise AssertionError(
+                f"{self.name}: no answer to {what!r} in {timeout}s; reader "
+                f"{'ended' if self.closed.is_set() else 'running'}; last frames: "
+                f"{[f for _, f in self.stream[-5:]]}") from None
 
     def frames(self, kind):
         return [(t, f) for t, f in self.stream if f["type"] == kind]

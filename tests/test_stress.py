@@ -38,8 +38,11 @@ def scaled(n, least=2):
 def hub_monitor():
     gevent.config.monitor_thread = True
     gevent.config.max_blocking_time = 0.1
-    gevent.get_hub().start_periodic_monitoring_thread()
-    return True
+    monitor = gevent.get_hub().start_periodic_monitoring_thread()
+    yield monitor
+    monitor.kill()
+    gevent.get_hub().periodic_monitoring_thread = None
+    gevent.config.monitor_thread = False
 
 
 class BlockedReports(list):
