@@ -131,13 +131,17 @@ def server_parser():
     return p
 
 
-def parse_server_args(argv):
-    parser = server_parser()
+def _parse(parser, config_class, argv):
+    """argv -> a validated config; any error is argparse's usage line, exit 2."""
     ns = parser.parse_args(argv)
     try:
-        return ServerConfig(**vars(ns))
+        return config_class(**vars(ns))
     except ConfigError as exc:
         parser.error(str(exc))
+
+
+def parse_server_args(argv):
+    return _parse(server_parser(), ServerConfig, argv)
 
 
 def client_parser():
@@ -154,12 +158,7 @@ def client_parser():
 
 
 def parse_client_args(argv):
-    parser = client_parser()
-    ns = parser.parse_args(argv)
-    try:
-        return ClientConfig(**vars(ns))
-    except ConfigError as exc:
-        parser.error(str(exc))
+    return _parse(client_parser(), ClientConfig, argv)
 
 
 def setup_logging(level):

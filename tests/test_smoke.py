@@ -83,12 +83,17 @@ def login(proc, user, password):
     proc.expect("Welcome to the greatest messaging application ever!")
 
 
-def test_server_and_clients_as_processes(server):
-    hans = client(server.port)
+def hans_and_yoda(port):
+    hans = client(port)
     login(hans, "hans", "falcon*solo")
-    yoda = client(server.port)
+    yoda = client(port)
     login(yoda, "yoda", "wise@!man")
     hans.expect("yoda logged in")
+    return hans, yoda
+
+
+def test_server_and_clients_as_processes(server):
+    hans, yoda = hans_and_yoda(server.port)
 
     yoda.write('message hans do or "do not", there is no try')
     hans.expect('yoda: do or "do not", there is no try')
@@ -168,11 +173,7 @@ def test_server_rejects_bad_arguments_and_missing_credentials(tmp_path):
 
 
 def test_private_link_between_client_processes(server):
-    hans = client(server.port)
-    login(hans, "hans", "falcon*solo")
-    yoda = client(server.port)
-    login(yoda, "yoda", "wise@!man")
-    hans.expect("yoda logged in")
+    hans, yoda = hans_and_yoda(server.port)
     hans.write("startprivate yoda")
     hans.expect("Start private messaging with yoda")
     yoda.expect("hans has started private messaging with you")
