@@ -320,8 +320,7 @@ class Blocking:
 def run_latency(port, pid, k, warmup, payload, timeout):
     deadline = time.perf_counter() + timeout
     a = Blocking(port, "u1", deadline)
-    b = Blocking(port, "u2", deadline)
-    a.wait_for(b'"presence"', deadline)      # u2 logged in
+    b = Blocking(port, "u2", deadline)      # logged in, so online, when this returns
     pad = "y" * max(0, payload - 11)
     rtts = []
     srv0 = proc_cpu_s(pid)
