@@ -1,13 +1,13 @@
-"""The accounts file: one `username password` per line.
+"""The accounts file: one `username secret` per line.
 
 Blank lines and lines starting with `#` are skipped; any other line must have
 exactly two whitespace-separated fields, else the file is rejected with the
-line number, so a typo never silently locks someone out. Passwords are
-compared in constant time.
+line number, so a typo never silently locks someone out. A secret is a plain
+password or a scrypt hash (see passwords.py); both are compared in constant
+time. `greenchat-admin` writes this file.
 """
 
-import hmac
-
+from greenchat import passwords
 from greenchat.errors import CredentialsError
 
 
@@ -48,9 +48,13 @@ class Credentials:
     def usernames(self):
         return frozenset(self._accounts)
 
+    def is_hashed(self, name):
+        """True if checking `name`'s password costs a hash (run it off the hub)."""
+        return passwords.is_hashed(self._accounts.get(name, ""))
+
     def check(self, name, password):
         """True if `password` is `name`'s; constant time in the password."""
         stored = self._accounts.get(name)
         if stored is None:
             return False
-        return hmac.compare_digest(stored.encode("utf-8"), password.encode("utf-8", "surrogatepass"))
+        return passwords.verify(stored, password)
