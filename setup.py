@@ -14,6 +14,7 @@ setup(
         "console_scripts": [
             "greenchat-server=greenchat.cli:run_server",
             "greenchat-client=greenchat.cli:run_client",
+            "greenchat-admin=greenchat.admin:run",
         ],
     },
 )

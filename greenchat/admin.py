@@ -1,0 +1,172 @@
+"""greenchat-admin: manage the accounts file.
+
+    greenchat-admin [--credentials FILE] adduser NAME [--password-stdin]
+    greenchat-admin [--credentials FILE] passwd NAME [--password-stdin]
+    greenchat-admin [--credentials FILE] deluser NAME
+    greenchat-admin [--credentials FILE] list
+    greenchat-admin [--credentials FILE] upgrade
+
+Passwords are prompted for without echo (twice, to catch typos), or read as
+one line from standard input with --password-stdin, and stored as scrypt
+hashes. `upgrade` hashes every plain-text entry in place. The file is
+rewritten atomically (a temporary file in the same directory, fsync, rename),
+keeping comments, blank lines and order; a running server reads it at start.
+"""
+
+import argparse
+import getpass
+import os
+import sys
+import tempfile
+
+from greenchat import __version__, passwords
+from greenchat.credentials import Credentials
+from greenchat.errors import GreenchatError
+
+
+class AdminError(GreenchatError):
+    """A request the accounts file cannot satisfy."""
+
+
+def read_lines(path):
+    Credentials.load(path)          # refuse to edit a file the server would reject
+    with open(path, encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def write_lines(path, lines):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(prefix=".credentials-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(path):
+            os.chmod(temp, os.stat(path).st_mode & 0o777)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def entry_index(lines, name):
+    for index, line in enumerate(lines):
+        fields = line.split()
+        if len(fields) == 2 and not fields[0].startswith("#") and fields[0] == name:
+            return index
+    return None
+
+
+def valid_name(name):
+    if not name or any(c.isspace() for c in name) or name.startswith("#"):
+        raise AdminError(f"not a valid user name: {name!r}")
+    return name
+
+
+def ask_password(from_stdin):
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != password:
+            raise AdminError("the passwords differ")
+    if not password:
+        raise AdminError("the password is empty")
+    return password
+
+
+def adduser(path, name, from_stdin):
+    lines = read_lines(path) if os.path.exists(path) else []
+    if entry_index(lines, valid_name(name)) is not None:
+        raise AdminError(f"user {name} exists already")
+    lines.append(f"{name} {passwords.hash_password(ask_password(from_stdin))}")
+    write_lines(path, lines)
+    return f"added {name}"
+
+
+def passwd(path, name, from_stdin):
+    lines = read_lines(path)
+    index = entry_index(lines, name)
+    if index is None:
+        raise AdminError(f"no user {name}")
+    lines[index] = f"{name} {passwords.hash_password(ask_password(from_stdin))}"
+    write_lines(path, lines)
+    return f"password of {name} changed"
+
+
+def deluser(path, name):
+    lines = read_lines(path)
+    index = entry_index(lines, name)
+    if index is None:
+        raise AdminError(f"no user {name}")
+    del lines[index]
+    write_lines(path, lines)
+    return f"deleted {name}"
+
+
+def list_users(path):
+    lines = read_lines(path)
+    rows = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 2 and not fields[0].startswith("#"):
+            state = "hashed" if passwords.is_hashed(fields[1]) else "plain text"
+            rows.append(f"{fields[0]}\t{state}")
+    return "\n".join(rows) if rows else "no users"
+
+
+def upgrade(path):
+    lines = read_lines(path)
+    count = 0
+    for index, line in enumerate(lines):
+        fields = line.split()
+        if len(fields) == 2 and not fields[0].startswith("#") \
+                and not passwords.is_hashed(fields[1]):
+            lines[index] = f"{fields[0]} {passwords.hash_password(fields[1])}"
+            count += 1
+    if count:
+        write_lines(path, lines)
+    return f"hashed {count} plain-text password(s)"
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="greenchat-admin", description="Manage greenchat accounts.")
+    p.add_argument("--credentials", default="credentials.txt", metavar="FILE",
+                   help="accounts file (default: ./%(default)s)")
+    p.add_argument("--version", action="version", version=f"greenchat-admin {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, summary in (("adduser", "add a user"), ("passwd", "change a user's password")):
+        c = sub.add_parser(name, help=summary)
+        c.add_argument("name", metavar="NAME")
+        c.add_argument("--password-stdin", action="store_true",
+                       help="read the password as one line from standard input")
+    sub.add_parser("deluser", help="delete a user").add_argument("name", metavar="NAME")
+    sub.add_parser("list", help="list the users")
+    sub.add_parser("upgrade", help="hash every plain-text password in place")
+    return p
+
+
+def main(argv=None):
+    a = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if a.command == "adduser":
+            out = adduser(a.credentials, a.name, a.password_stdin)
+        elif a.command == "passwd":
+            out = passwd(a.credentials, a.name, a.password_stdin)
+        elif a.command == "deluser":
+            out = deluser(a.credentials, a.name)
+        elif a.command == "list":
+            out = list_users(a.credentials)
+        else:
+            out = upgrade(a.credentials)
+    except (GreenchatError, OSError, KeyboardInterrupt, EOFError) as exc:
+        print(f"greenchat-admin: {exc or 'interrupted'}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+def run():
+    sys.exit(main())
