@@ -34,6 +34,10 @@ class ServerConfig:
     login_timeout: float = 120.0
     failed_logins: int = 3
     backlog: int = 1024
+    command_rate: float = 20.0
+    command_burst: int = 100
+    max_connections: int = 20_000
+    max_per_address: int = 200
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -41,7 +45,10 @@ class ServerConfig:
         for name in ("block_duration", "timeout", "login_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds")
-        for name in ("max_frame", "mailbox_limit", "failed_logins", "backlog"):
+        if self.command_rate < 0:
+            raise ConfigError("command_rate must be 0 (no limit) or more")
+        for name in ("max_frame", "mailbox_limit", "failed_logins", "backlog",
+                     "command_burst", "max_connections", "max_per_address"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         if self.max_frame < 1024:
@@ -90,6 +97,16 @@ def _port(text, lowest=0):
     return value
 
 
+def _non_negative(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -127,6 +144,15 @@ def server_parser():
                         "disconnected (default: %(default)s)")
     p.add_argument("--login-timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
                    help="time a connection has to log in (default: %(default)s)")
+    p.add_argument("--command-rate", type=_non_negative, default=20.0, metavar="PER_SECOND",
+                   help="commands a connection may send per second after its burst; "
+                        "0 for no limit (default: %(default)s)")
+    p.add_argument("--command-burst", type=_positive_int, default=100, metavar="N",
+                   help="commands a connection may send at once (default: %(default)s)")
+    p.add_argument("--max-connections", type=_positive_int, default=20_000, metavar="N",
+                   help="connections the server accepts at once (default: %(default)s)")
+    p.add_argument("--max-per-address", type=_positive_int, default=200, metavar="N",
+                   help="connections one IP address may hold (default: %(default)s)")
     p.add_argument("--version", action="version", version=f"greenchat-server {__version__}")
     return p
 

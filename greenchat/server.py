@@ -44,6 +44,7 @@ from greenchat.codec import encode
 from greenchat.commands import SERVER, handlers_missing, parse_line
 from greenchat.errors import (CommandError, ConfigError, ConnectionLost, FrameTooLarge,
                               GreenchatError, InvalidCommand, MalformedFrame, ProtocolError)
+from greenchat.limits import TokenBucket
 from greenchat.transport import FrameReader, Outbox, close, configure, shutdown
 
 log = logging.getLogger("greenchat.server")
@@ -144,6 +145,7 @@ class ChatServer:
         self.clock = clock
         self.online = {}                       # user -> Session, while logged in
         self.sessions = set()                  # every connection
+        self.per_address = {}                  # IP address -> connections from it
         self.blocks = defaultdict(set)         # blocker -> users they block
         self.last_logout = {}                  # user -> time of latest logout
         self.failures = {}                     # user -> consecutive wrong passwords
@@ -211,7 +213,16 @@ class ChatServer:
     def _handle(self, sock, address):
         configure(sock)
         session = Session(self, sock, address)
+        host = address[0]
+        if len(self.sessions) >= self.config.max_connections or \
+                self.per_address.get(host, 0) >= self.config.max_per_address:
+            log.warning("refused a connection from %s: too many connections", host)
+            session.send({"type": "error", "text": texts.TOO_MANY_CONNECTIONS})
+            session.outbox.close(FLUSH_TIMEOUT)
+            close(sock)
+            return
         self.sessions.add(session)
+        self.per_address[host] = self.per_address.get(host, 0) + 1
         try:
             self._hello(session)
             if self._login(session):
@@ -233,6 +244,11 @@ class ChatServer:
                 self._end(session)
             finally:
                 self.sessions.discard(session)
+                left = self.per_address[host] - 1
+                if left:
+                    self.per_address[host] = left
+                else:
+                    del self.per_address[host]
 
     def _read(self, session, timeout):
         if self.stopping:
@@ -380,6 +396,7 @@ class ChatServer:
     def _command_loop(self, session):
         timeout = self.config.timeout
         deadline = monotonic() + timeout
+        bucket = TokenBucket(self.config.command_rate, self.config.command_burst)
         while session.end_reason is None:
             left = deadline - monotonic()
             frame = self._read(session, left) if left > 0 else None
@@ -389,6 +406,11 @@ class ChatServer:
                 return
             if frame["type"] != "command":
                 raise ProtocolError(f"unexpected {frame['type']!r} frame")
+            if not bucket.take():
+                log.warning("%s: flooding, disconnecting", session.user)
+                session.send({"type": "error", "text": texts.FLOODING})
+                session.end_reason = "flood"
+                return
             deadline = monotonic() + timeout
             self._dispatch(session, frame)
 

@@ -29,9 +29,11 @@ class ServerFactory:
         creds = self.tmp_path / "credentials.txt"
         passwords = passwords or {}
         creds.write_text("".join(f"{u} {passwords.get(u, PASSWORD)}\n" for u in users))
+        # Many clients from one address, and commands as fast as the tests
+        # can send them: tests of the limits set them back.
         settings = dict(port=0, host="127.0.0.1", block_duration=1.0, timeout=120.0,
                         credentials=str(creds), data_dir=str(self.tmp_path / "data"),
-                        backlog=2048)
+                        backlog=2048, command_rate=0, max_per_address=100_000)
         settings.update(overrides)
         server = build_server(ServerConfig(**settings))
         server.start()

@@ -23,7 +23,8 @@ def start(tmp_path, block_duration="60"):
     log = open(tmp_path / "server.log", "a+")
     proc = subprocess.Popen(
         [sys.executable, SERVER, "0", block_duration, "600", "--host", "127.0.0.1",
-         "--credentials", str(tmp_path / "credentials.txt"), "--data", str(tmp_path / "data")],
+         "--credentials", str(tmp_path / "credentials.txt"), "--data", str(tmp_path / "data"),
+         "--command-rate", "0"],
         stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
