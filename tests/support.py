@@ -158,3 +158,44 @@ class Agent:
 def run_all(greenlets, timeout):
     done = gevent.joinall(greenlets, timeout=timeout, raise_error=True)
     assert len(done) == len(greenlets), f"{len(greenlets) - len(done)} agent(s) still running"
+
+
+class HubTicker:
+    """Measures how long the gevent hub goes without running a greenlet:
+    a ticker greenlet sleeps 1 ms at a time and records the gaps."""
+
+    def __init__(self):
+        self.gaps = []
+        self._running = True
+        self._greenlet = gevent.spawn(self._tick)
+
+    def _tick(self):
+        last = time.perf_counter()
+        while self._running:
+            gevent.sleep(0.001)
+            now = time.perf_counter()
+            self.gaps.append(now - last)
+            last = now
+
+    def stop(self):
+        """Stop ticking; return the longest gap in seconds."""
+        self._running = False
+        self._greenlet.join(5)
+        return max(self.gaps)
+
+
+def exchange_until_closed(address, frames, timeout=5):
+    """Send frames (dicts or raw bytes) on a fresh connection; return every
+    frame received until the server closes it."""
+    sock = socket.create_connection(address, timeout=timeout)
+    for frame in frames:
+        sock.sendall(encode(frame) if isinstance(frame, dict) else frame)
+    decoder, received = Decoder(), []
+    with gevent.Timeout(timeout):
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            received += decoder.feed(data)
+    sock.close()
+    return received

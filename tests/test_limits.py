@@ -5,9 +5,8 @@ import pytest
 from gevent import socket
 
 from greenchat import texts
-from greenchat.codec import Decoder
 from greenchat.limits import TokenBucket
-from support import Agent, ServerFactory
+from support import Agent, ServerFactory, exchange_until_closed
 
 
 @pytest.fixture
@@ -49,16 +48,8 @@ def test_a_flooding_client_is_told_and_cut_off_and_nobody_else_notices(make_serv
 
 
 def refused(address):
-    sock = socket.create_connection(address, timeout=5)
-    decoder, frames = Decoder(), []
-    with gevent.Timeout(5):
-        while True:
-            data = sock.recv(4096)
-            if not data:
-                break
-            frames += decoder.feed(data)
-    sock.close()
-    return frames == [{"type": "error", "text": texts.TOO_MANY_CONNECTIONS}]
+    return exchange_until_closed(address, []) == \
+        [{"type": "error", "text": texts.TOO_MANY_CONNECTIONS}]
 
 
 def test_connections_per_address_and_overall(make_server):

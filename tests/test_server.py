@@ -8,8 +8,8 @@ import pytest
 from gevent import socket
 
 from greenchat import texts
-from greenchat.codec import Decoder, encode
-from support import PASSWORD, Agent, ServerFactory
+from greenchat.codec import encode
+from support import PASSWORD, Agent, ServerFactory, exchange_until_closed
 
 USERS = ["alice", "bob", "carol", "dave"]
 
@@ -37,22 +37,6 @@ def online(server, *names):
 
 def reply_lines(agent, line):
     return agent.command(line)[1]["lines"]
-
-
-def raw_login_steps(address, frames, timeout=5):
-    """Send frames on a fresh connection; return every frame until it closes."""
-    sock = socket.create_connection(address, timeout=timeout)
-    for frame in frames:
-        sock.sendall(encode(frame) if isinstance(frame, dict) else frame)
-    decoder, received = Decoder(), []
-    with gevent.Timeout(timeout):
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            received += decoder.feed(data)
-    sock.close()
-    return received
 
 
 def hello():
@@ -87,7 +71,7 @@ def test_wrong_password_then_right_one(server):
 
 def test_three_wrong_passwords_lock_the_account_from_any_connection(make_server):
     server = make_server(USERS, block_duration=0.6)
-    frames = raw_login_steps(server.address, [
+    frames = exchange_until_closed(server.address, [
         hello(), {"type": "username", "username": "bob"},
         {"type": "password", "password": "x1"}, {"type": "password", "password": "x2"},
         {"type": "password", "password": "x3"}, {"type": "password", "password": PASSWORD}])
@@ -136,13 +120,13 @@ def test_already_logged_in_leaves_the_first_session_alone(server):
 def test_silent_connection_is_dropped_at_the_login_deadline(make_server):
     server = make_server(USERS, login_timeout=0.3)
     start = time.monotonic()
-    frames = raw_login_steps(server.address, [hello()])
+    frames = exchange_until_closed(server.address, [hello()])
     assert frames[-1] == {"type": "error", "text": texts.LOGIN_TIMEOUT}
     assert time.monotonic() - start < 3
 
 
 def test_wrong_protocol_version_is_refused(server):
-    frames = raw_login_steps(server.address, [{"type": "hello", "version": 99}])
+    frames = exchange_until_closed(server.address, [{"type": "hello", "version": 99}])
     assert frames == [{"type": "error", "text": texts.UNSUPPORTED_VERSION}]
 
 
@@ -371,7 +355,7 @@ def test_client_vanishing_mid_frame(server):
 
 
 def test_garbage_before_login_and_binary_junk(server):
-    frames = raw_login_steps(server.address, [bytes(range(256)) * 4 + b"\n"])
+    frames = exchange_until_closed(server.address, [bytes(range(256)) * 4 + b"\n"])
     assert frames == [{"type": "error", "text": texts.MALFORMED_FRAME}]
     alice, = online(server, "alice")
     assert reply_lines(alice, "whoelse") == [texts.NO_OTHER_USERS_ONLINE]

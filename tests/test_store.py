@@ -7,6 +7,7 @@ import gevent
 import pytest
 
 from greenchat.store import Store
+from support import HubTicker
 
 
 @pytest.fixture
@@ -106,23 +107,11 @@ def test_store_work_does_not_stall_the_hub(store):
     """Durable commits (an fsync each) run in the store's thread: a ticker
     greenlet keeps running throughout. In the hub, 200 fsyncs would stall it
     for their whole duration."""
-    gaps = []
-    running = [True]
-
-    def ticker():
-        last = time.perf_counter()
-        while running[0]:
-            gevent.sleep(0.001)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    tick = gevent.spawn(ticker)
+    ticker = HubTicker()
     start = time.perf_counter()
     for i in range(200):
         store.save_offline([("bob", "alice", "x" * 200, float(i))])
     elapsed = time.perf_counter() - start
-    running[0] = False
-    tick.join(5)
-    assert len(gaps) > 20
-    assert max(gaps) < 0.05, f"hub stalled {max(gaps) * 1000:.1f} ms during {elapsed:.2f} s"
+    longest = ticker.stop()
+    assert len(ticker.gaps) > 20
+    assert longest < 0.05, f"hub stalled {longest * 1000:.1f} ms during {elapsed:.2f} s"
