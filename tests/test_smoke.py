@@ -190,3 +190,12 @@ def test_private_link_between_client_processes(server):
         proc.p.stdin.close()
         proc.expect("Goodbye")
         assert proc.finish() == 0
+
+
+def test_client_says_connection_lost_when_the_server_dies(server):
+    hans = client(server.port)
+    login(hans, "hans", "falcon*solo")
+    server.p.send_signal(signal.SIGKILL)
+    server.finish()
+    hans.expect("Connection to server lost")
+    assert hans.finish() == 1
