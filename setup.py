@@ -9,7 +9,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["greenchat", "greenchat.*"]),
     install_requires=["gevent>=25.9.1"],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "pexpect>=4"]},
     entry_points={
         "console_scripts": [
             "greenchat-server=greenchat.cli:run_server",

@@ -59,7 +59,7 @@ def client_main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")
-    return Client(config, Console(0, sys.stdout)).run()
+    return Client(config, Console(0, sys.stdout, color=config.color)).run()
 
 
 def run_server():

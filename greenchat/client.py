@@ -95,10 +95,14 @@ class Client:
 
     def _login(self):
         console = self.console
+        given = self.config.user
         try:
             while True:
-                console.prompt(texts.PROMPT_USERNAME)
-                name = console.read_line()
+                if given:
+                    name, given = given, None       # --user: asked only if refused
+                else:
+                    console.prompt(texts.PROMPT_USERNAME)
+                    name = console.read_line()
                 if name is None:
                     return False
                 self.conn.send({"type": "username", "username": name.strip()})
@@ -173,9 +177,12 @@ class Client:
                 frame = self.conn.read()
                 kind = frame["type"]
                 if kind == "message":
-                    show(texts.message_line(frame.get("from", "?"), frame.get("text", "")))
+                    text = str(frame.get("text", ""))
+                    show(texts.message_line(frame.get("from", "?"), text),
+                         "self" if self.user and self.user in text else None)
                 elif kind == "presence":
-                    show(texts.presence_line(frame.get("user", "?"), bool(frame.get("online"))))
+                    show(texts.presence_line(frame.get("user", "?"), bool(frame.get("online"))),
+                         "presence")
                 elif kind == "reply":
                     for line in frame.get("lines") or ():
                         show(str(line))
@@ -298,7 +305,7 @@ class Client:
 
     def _read_link(self, link):
         show, user = self.console.show, link.user
-        peer.read_link(link, lambda text: show(texts.private_line(user, text)))
+        peer.read_link(link, lambda text: show(texts.private_line(user, text), "private"))
         self._end_link(user, link)
 
     def _end_link(self, user, link=None, notify=False, quiet=False):

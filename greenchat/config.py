@@ -6,6 +6,7 @@ impossible value. Nothing here is global: the programs pass the object on.
 """
 
 import argparse
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ class ClientConfig:
     max_frame: int = DEFAULT_MAX_FRAME
     p2p_host: str = None
     p2p_port: int = 0
+    user: str = None
+    color: bool = True
 
     def __post_init__(self):
         if not 1 <= self.port <= 65535:
@@ -179,12 +182,18 @@ def client_parser():
                         "(default: the address this client reaches the server from)")
     p.add_argument("--p2p-port", type=_port, default=0, metavar="PORT",
                    help="port to accept private links on (default: any free port)")
+    p.add_argument("--user", metavar="NAME", help="log in as NAME (the password is still asked)")
+    p.add_argument("--no-color", dest="color", action="store_false",
+                   help="no colours on a terminal (so does a non-empty NO_COLOR variable)")
     p.add_argument("--version", action="version", version=f"greenchat-client {__version__}")
     return p
 
 
-def parse_client_args(argv):
-    return _parse(client_parser(), ClientConfig, argv)
+def parse_client_args(argv, environ=None):
+    config = _parse(client_parser(), ClientConfig, argv)
+    if (os.environ if environ is None else environ).get("NO_COLOR"):
+        config = dataclasses.replace(config, color=False)
+    return config
 
 
 def setup_logging(level):

@@ -9,11 +9,18 @@ read directly: reading a file never waits long.
 
 Passwords on a terminal are read with echo off; the terminal's settings are
 restored in a `finally`, whatever ends the read.
+
+On a terminal (stdin and stdout both), each line shown gets a local time stamp
+`[HH:MM] ` and, unless colour is off (`NO_COLOR`, `--no-color`), a colour for
+its kind: errors, presence notices, private messages, and messages that name
+the user. Anywhere else the lines are exactly the protocol's texts, one per
+event, for scripts and tests.
 """
 
 import os
 import stat
 import sys
+import time
 
 from gevent.socket import wait_read
 
@@ -23,8 +30,17 @@ except ImportError:  # pragma: no cover - not on POSIX
     termios = None
 
 
+STYLES = {
+    "error": "\033[31m",           # red
+    "presence": "\033[36m",        # cyan
+    "private": "\033[35m",         # magenta
+    "self": "\033[1;33m",          # bold yellow: a message that names you
+}
+RESET = "\033[0m"
+
+
 class Console:
-    def __init__(self, in_fd=0, out=None):
+    def __init__(self, in_fd=0, out=None, color=True):
         self.in_fd = in_fd
         self.out = out if out is not None else sys.stdout
         self._buffer = b""
@@ -36,11 +52,19 @@ class Console:
             self._pollable = True
         self.input_is_tty = os.isatty(in_fd)
         self.interactive = self.input_is_tty and _isatty(self.out)
+        self.color = color and self.interactive
 
     # Output -----------------------------------------------------------------
 
-    def show(self, line):
-        """Print one line of output."""
+    def show(self, line, style=None):
+        """Print one line of output; `style` names its kind for colouring
+        (lines starting `Error.` are errors without saying so)."""
+        if self.interactive:
+            if style is None and line.startswith("Error."):
+                style = "error"
+            if self.color and style in STYLES:
+                line = STYLES[style] + line + RESET
+            line = time.strftime("[%H:%M] ") + line
         self.out.write(line + "\n")
         self.out.flush()
 

@@ -65,3 +65,11 @@ def test_dataclasses_validate_directly():
         ServerConfig(port=1, block_duration=1, timeout=1, log_level="chatty")
     with pytest.raises(ConfigError):
         ClientConfig(host="h", port=0)
+
+
+def test_client_user_and_colour_switches():
+    assert parse_client_args(["h", "1"], environ={}).color is True
+    assert parse_client_args(["h", "1", "--no-color"], environ={}).color is False
+    assert parse_client_args(["h", "1"], environ={"NO_COLOR": "1"}).color is False
+    assert parse_client_args(["h", "1"], environ={"NO_COLOR": ""}).color is True
+    assert parse_client_args(["h", "1", "--user", "hans"], environ={}).user == "hans"

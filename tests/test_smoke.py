@@ -199,3 +199,43 @@ def test_client_says_connection_lost_when_the_server_dies(server):
     server.finish()
     hans.expect("Connection to server lost")
     assert hans.finish() == 1
+
+
+def test_user_option_skips_the_username_prompt(server):
+    hans = Proc([CLIENT, "127.0.0.1", str(server.port), "--user", "hans"])
+    first = hans.expect(re.compile(r"\S"))
+    assert first == "Password: "
+    hans.write("falcon*solo")
+    hans.expect("Welcome to the greatest messaging application ever!")
+    hans.p.stdin.close()
+    hans.expect("Goodbye")
+    assert hans.finish() == 0
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_terminal_mode_stamps_colours_and_hides_the_password(server, no_color):
+    pexpect = pytest.importorskip("pexpect")
+    env = dict(os.environ, TERM="xterm")
+    env.pop("NO_COLOR", None)
+    if no_color:
+        env["NO_COLOR"] = "1"
+    term = pexpect.spawn(sys.executable, [CLIENT, "127.0.0.1", str(server.port), "--user", "hans"],
+                         env=env, timeout=DEADLINE, encoding="utf-8")
+    try:
+        term.expect("Password: ")
+        term.sendline("falcon*solo")
+        term.expect(r"\[\d\d:\d\d\] Welcome to the greatest messaging application ever!")
+        assert "falcon*solo" not in term.before
+        term.sendline("nonsense")
+        if no_color:
+            term.expect(r"\[\d\d:\d\d\] Error\. Invalid command\r\n")
+            assert "\x1b[" not in term.before
+        else:
+            term.expect(re.escape("\x1b[31mError. Invalid command\x1b[0m"))
+        term.expect("> ")
+        term.sendline("logout")
+        term.expect(r"\[\d\d:\d\d\] Goodbye")
+        term.expect(pexpect.EOF)
+    finally:
+        term.close()
+    assert term.exitstatus == 0
