@@ -43,6 +43,20 @@ def parse(line):
     return frame
 
 
+# A frame is a JSON object, so its first byte past any blank is "{". Checking
+# that as soon as the bytes arrive refuses binary junk, and a TLS handshake
+# sent to a plain port, at once rather than when a newline or the size cap
+# comes (which may be never).
+_HEAD = 64
+_BLANK = b" \t\r"
+
+
+def _check_head(partial):
+    head = partial[:_HEAD].lstrip(_BLANK)
+    if head and head[0] != 0x7B:
+        raise MalformedFrame("a frame must start with \"{\"")
+
+
 class Decoder:
     """Incremental decoder: feed() bytes, get the complete frames back."""
 
@@ -68,11 +82,14 @@ class Decoder:
         if buffer.find(b"\n", start) < 0:
             if len(buffer) > self.max_frame:
                 raise FrameTooLarge(f"no end of frame in {len(buffer)} bytes")
+            if start < _HEAD:
+                _check_head(buffer)
             return []
         lines = buffer.split(b"\n")
         rest = lines.pop()
         if len(rest) > self.max_frame:
             raise FrameTooLarge(f"no end of frame in {len(rest)} bytes")
+        _check_head(rest)
         self._buffer = bytearray(rest)
         frames = []
         for line in lines:

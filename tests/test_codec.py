@@ -94,3 +94,18 @@ def test_codec_imports_no_socket_and_no_gevent():
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("start", [b"\x16\x03\x01\x02\x00\x01", b"GET / HTTP/1.1\r\n", b"  x", b"\x00"])
+def test_a_frame_not_starting_with_a_brace_is_refused_before_its_end(start):
+    # A TLS client hello or an HTTP request on the plain port is answered at
+    # once, not when a newline or the size cap happens to come.
+    with pytest.raises(MalformedFrame):
+        Decoder().feed(start)
+
+
+def test_leading_blanks_and_a_split_brace_are_fine():
+    decoder = Decoder()
+    assert decoder.feed(b"  ") == []
+    assert decoder.feed(b' {"type":') == []
+    assert decoder.feed(b'"x"}\n') == [{"type": "x"}]

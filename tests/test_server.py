@@ -326,8 +326,11 @@ def test_unknown_commands_and_wrong_arguments(server):
 
 # Bad input ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("junk, text", [
-    (b"x" * 70_000, texts.FRAME_TOO_LARGE),
+@pytest.mark.parametrize("junk, text", ids=["oversize", "not-json", "tls-hello", "binary", "array",
+                                           "no-type", "bad-line", "unknown-type"], argvalues=[
+    (b'{"type": "command", "line": "' + b"x" * 70_000, texts.FRAME_TOO_LARGE),
+    (b"x" * 70_000, texts.MALFORMED_FRAME),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", texts.MALFORMED_FRAME),
     (b"\xff\xfe\x00garbage\n", texts.MALFORMED_FRAME),
     (b"[1, 2, 3]\n", texts.MALFORMED_FRAME),
     (b'{"no": "type"}\n', texts.MALFORMED_FRAME),
