@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["greenchat", "greenchat.*"]),
-    install_requires=["gevent>=25.9.1"],
+    install_requires=["gevent>=25.9.1", "cryptography>=42"],
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "pexpect>=4"]},
     entry_points={
         "console_scripts": [

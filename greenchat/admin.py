@@ -5,12 +5,17 @@
     greenchat-admin [--credentials FILE] deluser NAME
     greenchat-admin [--credentials FILE] list
     greenchat-admin [--credentials FILE] upgrade
+    greenchat-admin mkcert [--cert FILE] [--key FILE] [--name HOST ...] [--days N]
 
 Passwords are prompted for without echo (twice, to catch typos), or read as
 one line from standard input with --password-stdin, and stored as scrypt
 hashes. `upgrade` hashes every plain-text entry in place. The file is
 rewritten atomically (a temporary file in the same directory, fsync, rename),
 keeping comments, blank lines and order; a running server reads it at start.
+
+`mkcert` writes a self-signed certificate and key for `greenchat-server
+--tls-cert/--tls-key`; clients trust it with `--tls --ca CERT`. It names
+localhost, 127.0.0.1 and ::1 unless --name is given; it will not overwrite.
 """
 
 import argparse
@@ -131,6 +136,28 @@ def upgrade(path):
     return f"hashed {count} plain-text password(s)"
 
 
+def mkcert(cert_path, key_path, names, days):
+    from greenchat import certs
+
+    for path in (cert_path, key_path):
+        if os.path.exists(path):
+            raise AdminError(f"{path} exists; not overwriting it")
+    cert_pem, key_pem = certs.make_pair(names[0], names, days)
+    certs.write_pair(cert_pem, key_pem, cert_path, key_path)
+    return (f"wrote {cert_path} and {key_path} (for {', '.join(names)}, {days} days)\n"
+            f"SHA-256 fingerprint {certs.pem_fingerprint(cert_pem)}")
+
+
+def _days(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 36500:
+        raise argparse.ArgumentTypeError(f"days must be 1-36500, got {text!r}")
+    return value
+
+
 def parser():
     p = argparse.ArgumentParser(prog="greenchat-admin", description="Manage greenchat accounts.")
     p.add_argument("--credentials", default="credentials.txt", metavar="FILE",
@@ -145,6 +172,15 @@ def parser():
     sub.add_parser("deluser", help="delete a user").add_argument("name", metavar="NAME")
     sub.add_parser("list", help="list the users")
     sub.add_parser("upgrade", help="hash every plain-text password in place")
+    c = sub.add_parser("mkcert", help="write a self-signed TLS certificate and key")
+    c.add_argument("--cert", default="greenchat-cert.pem", metavar="FILE",
+                   help="certificate file to write (default: %(default)s)")
+    c.add_argument("--key", default="greenchat-key.pem", metavar="FILE",
+                   help="private key file to write, mode 0600 (default: %(default)s)")
+    c.add_argument("--name", action="append", metavar="HOST", dest="names",
+                   help="a host name or IP address clients use to reach the server; "
+                        "repeatable (default: localhost, 127.0.0.1, ::1)")
+    c.add_argument("--days", type=_days, default=365, help="validity (default: %(default)s)")
     return p
 
 
@@ -159,6 +195,9 @@ def main(argv=None):
             out = deluser(a.credentials, a.name)
         elif a.command == "list":
             out = list_users(a.credentials)
+        elif a.command == "mkcert":
+            from greenchat.certs import DEFAULT_NAMES
+            out = mkcert(a.cert, a.key, a.names or list(DEFAULT_NAMES), a.days)
         else:
             out = upgrade(a.credentials)
     except (GreenchatError, OSError, KeyboardInterrupt, EOFError) as exc:

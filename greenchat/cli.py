@@ -59,7 +59,12 @@ def client_main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")
-    return Client(config, Console(0, sys.stdout, color=config.color)).run()
+    try:
+        client = Client(config, Console(0, sys.stdout, color=config.color))
+    except GreenchatError as exc:
+        print(f"greenchat-client: {exc}", file=sys.stderr)
+        return 1
+    return client.run()
 
 
 def run_server():

@@ -21,9 +21,9 @@ import sys
 import gevent
 from gevent.event import AsyncResult, Event
 
-from greenchat import PROTOCOL_VERSION, __version__, peer, texts
+from greenchat import PROTOCOL_VERSION, __version__, peer, texts, tls
 from greenchat.commands import COMMANDS, LOCAL, PEER, parse_line
-from greenchat.errors import GreenchatError, InvalidCommand, ProtocolError
+from greenchat.errors import GreenchatError, InvalidCommand, ProtocolError, TLSError
 from greenchat.transport import FrameConnection
 
 log = logging.getLogger("greenchat.client")
@@ -48,15 +48,23 @@ class Client:
         self._answered.set()
         self.links = {}          # peer name -> PeerLink
         self.listener = None
+        # Built before connecting, so a bad --ca file is a usage error.
+        self.tls_context = (tls.client_context(config.ca, config.insecure)
+                            if config.tls else None)
 
     def run(self):
         """Connect, log in and chat; return the process exit status."""
         console = self.console
+        config = self.config
         try:
-            self.conn = FrameConnection.connect(self.config.host, self.config.port,
-                                                self.config.connect_timeout, self.config.max_frame)
+            self.conn = FrameConnection.connect(config.host, config.port, config.connect_timeout,
+                                                config.max_frame, tls_context=self.tls_context)
+        except TLSError as exc:
+            explain = texts.certificate_refused if exc.verify else texts.tls_failed
+            print(explain(config.host, config.port, exc.reason), file=sys.stderr)
+            return 1
         except OSError as exc:
-            print(texts.cannot_connect(self.config.host, self.config.port,
+            print(texts.cannot_connect(config.host, config.port,
                                        exc.strerror or str(exc) or type(exc).__name__),
                   file=sys.stderr)
             return 1
@@ -66,6 +74,8 @@ class Client:
             if not self._login():
                 return 1
             return self._chat()
+        except _Refused:
+            return 1         # the server said why; _expect showed it
         except GreenchatError as exc:
             log.debug("session ended: %s", exc)
             console.show(texts.CONNECTION_LOST)
@@ -119,6 +129,8 @@ class Client:
                     if self.listener is not None:
                         frame["p2p"] = {"host": self.listener.host,
                                         "port": self.listener.address[1]}
+                        if self.listener.fingerprint is not None:
+                            frame["p2p"]["fingerprint"] = self.listener.fingerprint
                     self.conn.send(frame)
                     answer = self._expect(None)
                     status = answer.get("status")
@@ -156,8 +168,9 @@ class Client:
     def _listen(self):
         """Accept private links; the password frame tells the server where."""
         host = self.config.p2p_host or self.conn.sock.getsockname()[0]
+        identity = tls.session_identity() if self.tls_context is not None else None
         listener = peer.PeerListener(host, self.config.p2p_port, peer.TokenBook(),
-                                     self._accept_link, self.config.max_frame)
+                                     self._accept_link, self.config.max_frame, identity)
         try:
             listener.start()
         except OSError as exc:
@@ -270,7 +283,9 @@ class Client:
         user = str(offer.get("user"))
         try:
             conn = peer.connect(offer.get("host"), offer.get("port"), self.user,
-                                offer.get("token"), self.config.max_frame)
+                                offer.get("token"), self.config.max_frame,
+                                pin=offer.get("fingerprint") if self.tls_context else None,
+                                tls_required=self.tls_context is not None)
         except (GreenchatError, TypeError) as exc:
             log.warning("private link to %s failed: %s", user, exc)
             self.console.show(texts.private_connect_failed(user))

@@ -39,8 +39,12 @@ class ServerConfig:
     command_burst: int = 100
     max_connections: int = 20_000
     max_per_address: int = 200
+    tls_cert: str = None
+    tls_key: str = None
 
     def __post_init__(self):
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0-65535, got {self.port}")
         for name in ("block_duration", "timeout", "login_timeout"):
@@ -72,8 +76,15 @@ class ClientConfig:
     p2p_port: int = 0
     user: str = None
     color: bool = True
+    tls: bool = False
+    ca: str = None
+    insecure: bool = False
 
     def __post_init__(self):
+        if (self.ca is not None or self.insecure) and not self.tls:
+            raise ConfigError("--ca and --insecure need --tls")
+        if self.ca is not None and self.insecure:
+            raise ConfigError("--ca and --insecure exclude each other")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"port must be 1-65535, got {self.port}")
         if not 0 <= self.p2p_port <= 65535:
@@ -156,6 +167,9 @@ def server_parser():
                    help="connections the server accepts at once (default: %(default)s)")
     p.add_argument("--max-per-address", type=_positive_int, default=200, metavar="N",
                    help="connections one IP address may hold (default: %(default)s)")
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="serve TLS with this certificate (PEM; greenchat-admin mkcert makes one)")
+    p.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
     p.add_argument("--version", action="version", version=f"greenchat-server {__version__}")
     return p
 
@@ -185,6 +199,13 @@ def client_parser():
     p.add_argument("--user", metavar="NAME", help="log in as NAME (the password is still asked)")
     p.add_argument("--no-color", dest="color", action="store_false",
                    help="no colours on a terminal (so does a non-empty NO_COLOR variable)")
+    p.add_argument("--tls", action="store_true",
+                   help="connect with TLS, verifying the server's certificate; private links "
+                        "use TLS too")
+    p.add_argument("--ca", metavar="FILE",
+                   help="trust the certificates in FILE (PEM) instead of the system's")
+    p.add_argument("--insecure", action="store_true",
+                   help="with --tls: do not verify the server's certificate")
     p.add_argument("--version", action="version", version=f"greenchat-client {__version__}")
     return p
 

@@ -39,6 +39,18 @@ class ConnectionLost(GreenchatError):
     """The other end closed the connection or it broke."""
 
 
+class TLSError(ConnectionLost):
+    """A TLS handshake failed, timed out, or met an unexpected certificate.
+
+    `verify` is True when the failure is the certificate being refused.
+    """
+
+    def __init__(self, reason, verify=False):
+        super().__init__(reason)
+        self.reason = reason
+        self.verify = verify
+
+
 class CommandError(GreenchatError):
     """A command failed; `text` is the line shown to the user who issued it."""
 

@@ -16,6 +16,10 @@ Strategy
 - A link is a FrameConnection (same codec and size cap as the server link)
   read by its own greenlet; each side sends `private` frames and a `stop` frame
   to close.
+- When the client reached the server over TLS, links are TLS too: the
+  listener serves a certificate made for this session, whose fingerprint goes
+  to the server with the listening address; the requester gets it with the
+  token and pins it (tls.py). The token itself then travels encrypted.
 
 TokenBook is the sans-IO part, tested on its own.
 """
@@ -27,9 +31,9 @@ from time import monotonic
 from gevent.event import Event
 from gevent.server import StreamServer
 
-from greenchat import PROTOCOL_VERSION
-from greenchat.errors import ConnectionLost, GreenchatError, ProtocolError
-from greenchat.transport import FrameConnection
+from greenchat import PROTOCOL_VERSION, tls
+from greenchat.errors import ConnectionLost, GreenchatError, ProtocolError, TLSError
+from greenchat.transport import FrameConnection, close
 
 log = logging.getLogger("greenchat.peer")
 
@@ -96,8 +100,10 @@ class PeerListener:
     until it ends and returns True. The connection is closed afterwards.
     """
 
-    def __init__(self, host, port, tokens, on_link, max_frame):
+    def __init__(self, host, port, tokens, on_link, max_frame, identity=None):
         self.tokens = tokens
+        # (TLS server context, certificate fingerprint) for TLS links, or None.
+        self.tls_context, self.fingerprint = identity or (None, None)
         self.on_link = on_link
         self.max_frame = max_frame
         self._offer_arrived = Event()
@@ -122,6 +128,13 @@ class PeerListener:
         self.server.stop(timeout=1)
 
     def _handle(self, sock, address):
+        if self.tls_context is not None:
+            try:
+                sock = tls.accept(sock, self.tls_context, HANDSHAKE_TIMEOUT)
+            except TLSError as exc:
+                log.warning("refused peer connection from %s:%s: %s", address[0], address[1], exc)
+                close(sock)
+                return
         conn = FrameConnection(sock, self.max_frame)
         try:
             frame = conn.read(HANDSHAKE_TIMEOUT)
@@ -154,10 +167,18 @@ class PeerListener:
             self._offer_arrived.wait(left)
 
 
-def connect(host, port, me, token, max_frame, timeout=HANDSHAKE_TIMEOUT):
-    """Open a link to a peer's listener; return (PeerLink's conn, peer name)."""
+def connect(host, port, me, token, max_frame, timeout=HANDSHAKE_TIMEOUT, pin=None,
+            tls_required=False):
+    """Open a link to a peer's listener and introduce ourselves; return its conn.
+
+    With `tls_required` the link is TLS and the peer's certificate must have
+    the fingerprint `pin` that the server passed along.
+    """
+    if tls_required and not isinstance(pin, str):
+        raise ProtocolError("the server named no certificate for the peer")
     try:
-        conn = FrameConnection.connect(host, port, timeout, max_frame)
+        conn = FrameConnection.connect(host, port, timeout, max_frame,
+                                       tls.pinned_context() if tls_required else None, pin)
     except OSError as exc:
         raise ConnectionLost(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
     try:

@@ -39,11 +39,12 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 from gevent.threadpool import ThreadPool
 
-from greenchat import PROTOCOL_VERSION, __version__, texts
+from greenchat import PROTOCOL_VERSION, __version__, texts, tls
 from greenchat.codec import encode
 from greenchat.commands import SERVER, handlers_missing, parse_line
 from greenchat.errors import (CommandError, ConfigError, ConnectionLost, FrameTooLarge,
-                              GreenchatError, InvalidCommand, MalformedFrame, ProtocolError)
+                              GreenchatError, InvalidCommand, MalformedFrame, ProtocolError,
+                              TLSError)
 from greenchat.limits import TokenBucket
 from greenchat.transport import FrameReader, Outbox, close, configure, shutdown
 
@@ -56,6 +57,8 @@ FLUSH_TIMEOUT = 5.0
 TAKEOVER_WAIT = 5.0
 # Threads that check hashed passwords (scrypt releases the GIL): one a core.
 HASHING_THREADS = 2
+# The longest a TLS handshake may take (capped by --login-timeout).
+TLS_HANDSHAKE_TIMEOUT = 10.0
 
 _BYE_TEXTS = {
     "logout": texts.GOODBYE,
@@ -101,7 +104,7 @@ class Session:
         self.spill = []        # message records arriving while the session closes
         self.end_reason = None
         self.closed = Event()
-        self.p2p = None        # (host, port) the client accepts private links on
+        self.p2p = None        # (host, port, cert fingerprint) the client takes private links on
 
     def deliver(self, frame, record=None):
         """Queue `frame` for this user. Never blocks and never fails.
@@ -154,6 +157,9 @@ class ChatServer:
         self._stopped = Event()
         self._pool = Pool(None)
         self._hashing = ThreadPool(HASHING_THREADS)
+        self._handshaking = 0                  # connections in their TLS handshake
+        self.tls = (tls.server_context(config.tls_cert, config.tls_key)
+                    if config.tls_cert else None)
         self.stream = StreamServer((config.host, config.port), self._handle,
                                    spawn=self._pool, backlog=config.backlog)
 
@@ -212,17 +218,52 @@ class ChatServer:
 
     def _handle(self, sock, address):
         configure(sock)
-        session = Session(self, sock, address)
         host = address[0]
-        if len(self.sessions) >= self.config.max_connections or \
-                self.per_address.get(host, 0) >= self.config.max_per_address:
-            log.warning("refused a connection from %s: too many connections", host)
-            session.send({"type": "error", "text": texts.TOO_MANY_CONNECTIONS})
-            session.outbox.close(FLUSH_TIMEOUT)
-            close(sock)
-            return
-        self.sessions.add(session)
+        # Counted from the first moment, TLS handshake included, or a crowd of
+        # silent connections would escape the limits.
+        over_limit = (len(self.sessions) + self._handshaking >= self.config.max_connections or
+                      self.per_address.get(host, 0) >= self.config.max_per_address)
         self.per_address[host] = self.per_address.get(host, 0) + 1
+        try:
+            if self.tls is not None:
+                sock = self._tls_handshake(sock, host)
+                if sock is None:
+                    return
+            session = Session(self, sock, address)
+            if over_limit:
+                log.warning("refused a connection from %s: too many connections", host)
+                session.send({"type": "error", "text": texts.TOO_MANY_CONNECTIONS})
+                session.outbox.close(FLUSH_TIMEOUT)
+                close(sock)
+                return
+            self.sessions.add(session)
+            try:
+                self._serve(session)
+            finally:
+                self.sessions.discard(session)
+        finally:
+            left = self.per_address[host] - 1
+            if left:
+                self.per_address[host] = left
+            else:
+                del self.per_address[host]
+
+    def _tls_handshake(self, sock, host):
+        """The TLS socket over `sock`, or None (and `sock` closed) on failure."""
+        self._handshaking += 1
+        try:
+            return tls.accept(sock, self.tls,
+                              min(TLS_HANDSHAKE_TIMEOUT, self.config.login_timeout),
+                              encode({"type": "error", "text": texts.TLS_REQUIRED}))
+        except TLSError as exc:
+            log.info("TLS connection from %s refused: %s", host, exc)
+            close(sock)
+            return None
+        finally:
+            self._handshaking -= 1
+
+    def _serve(self, session):
+        """Walk a connection through hello, login and commands, then end it."""
         try:
             self._hello(session)
             if self._login(session):
@@ -240,15 +281,7 @@ class ChatServer:
         except Exception:
             log.exception("%s: internal error", session)
         finally:
-            try:
-                self._end(session)
-            finally:
-                self.sessions.discard(session)
-                left = self.per_address[host] - 1
-                if left:
-                    self.per_address[host] = left
-                else:
-                    del self.per_address[host]
+            self._end(session)
 
     def _read(self, session, timeout):
         if self.stopping:
@@ -423,7 +456,12 @@ class ChatServer:
             raise MalformedFrame("p2p needs a string host and a port 1-65535")
         if host in ("", "0.0.0.0", "::"):
             host = session.address[0]
-        return host, port
+        # The client's link certificate, passed on to whoever it links with.
+        fingerprint = p2p.get("fingerprint")
+        if fingerprint is not None and (not isinstance(fingerprint, str) or
+                                        len(fingerprint) != 64):
+            raise MalformedFrame("p2p fingerprint must be 64 hex digits")
+        return host, port, fingerprint
 
     def _dispatch(self, session, frame):
         request_id = frame.get("id")
@@ -606,8 +644,11 @@ class ChatServer:
             raise CommandError(texts.private_unavailable(user))
         token = secrets.token_urlsafe(24)
         target.send({"type": "private_offer", "from": session.user, "token": token})
-        host, port = target.p2p
-        return _Reply([], {"private": {"user": user, "host": host, "port": port, "token": token}})
+        host, port, fingerprint = target.p2p
+        offer = {"user": user, "host": host, "port": port, "token": token}
+        if fingerprint is not None:
+            offer["fingerprint"] = fingerprint
+        return _Reply([], {"private": offer})
 
     def cmd_logout(self, session):
         """logout"""

@@ -108,6 +108,16 @@ def cannot_connect(host, port, reason):
     return f"Cannot connect to server at {host}:{port}: {reason}"
 
 
+def certificate_refused(host, port, reason):
+    return (f"Cannot connect to server at {host}:{port}: its TLS certificate was refused "
+            f"({reason}); give the right CA with --ca FILE")
+
+
+def tls_failed(host, port, reason):
+    return (f"Cannot connect to server at {host}:{port}: TLS handshake failed ({reason}); "
+            f"does the server use TLS?")
+
+
 # Protocol errors the server reports before closing a connection
 FRAME_TOO_LARGE = "Error. Frame too large"
 MALFORMED_FRAME = "Error. Malformed frame"
@@ -117,3 +127,4 @@ LOGIN_TIMEOUT = "Error. Login took too long"
 SLOW_CONSUMER = "Error. You are not reading your messages; disconnected"
 FLOODING = "Error. Too many commands too fast; disconnected"
 TOO_MANY_CONNECTIONS = "Error. Too many connections; try again later"
+TLS_REQUIRED = "Error. This server requires TLS; connect with --tls"

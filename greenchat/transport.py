@@ -1,5 +1,5 @@
-"""Frames over sockets: the only module (with the client's peer links) that
-touches a socket.
+"""Frames over sockets: the only module (with tls.py and the client's peer
+links) that touches a socket. A TLS socket is used exactly like a plain one.
 
 Reading: FrameReader keeps its own receive buffer in a codec.Decoder, so a
 timeout or a read that ends mid-frame loses nothing. Because gevent's recv on
@@ -23,6 +23,7 @@ from gevent import socket
 from gevent.lock import Semaphore
 from gevent.queue import Queue
 
+from greenchat import tls
 from greenchat.codec import Decoder, encode
 from greenchat.errors import ConnectionLost
 
@@ -251,11 +252,24 @@ class FrameConnection:
         self._send_lock = Semaphore()
 
     @classmethod
-    def connect(cls, host, port, timeout, max_frame):
-        """Connect over TCP; OSError (with a readable strerror) on failure."""
+    def connect(cls, host, port, timeout, max_frame, tls_context=None, pin=None):
+        """Connect over TCP, and TLS if `tls_context` is given.
+
+        Raises OSError (with a readable strerror) if the TCP connection
+        fails, TLSError if the handshake or the certificate check (against
+        the context's CAs, or the fingerprint `pin`) does.
+        """
         sock = socket.create_connection((host, port), timeout=timeout)
-        sock.settimeout(None)
         configure(sock)
+        if tls_context is not None:
+            try:
+                sock = tls.connect(sock, tls_context, timeout,
+                                   server_hostname=host if tls_context.check_hostname else None,
+                                   pin=pin)
+            except BaseException:
+                close(sock)
+                raise
+        sock.settimeout(None)
         return cls(sock, max_frame)
 
     def read(self, timeout=None):

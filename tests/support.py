@@ -5,15 +5,19 @@ tests see exactly the frames the server sends; a reader greenlet records
 every frame with its arrival time, and every wait is bounded.
 """
 
+import os
 import time
 
 import gevent
 from gevent import socket
 from gevent.event import AsyncResult, Event
 
+from greenchat import texts, tls
 from greenchat.cli import build_server
+from greenchat.client import Client
 from greenchat.codec import Decoder, encode
-from greenchat.config import ServerConfig
+from greenchat.config import ClientConfig, ServerConfig
+from greenchat.console import Console
 
 PASSWORD = "pw"
 
@@ -49,9 +53,10 @@ class Agent:
     """One simulated user: a reader greenlet records every frame with the
     time it arrived; commands wait (bounded) for their replies."""
 
-    def __init__(self, name, address):
+    def __init__(self, name, address, tls_context=None):
         self.name = name
         self.address = address
+        self.tls_context = tls_context
         self.stream = []          # (arrival time, frame) over every session
         self.lines = {}           # command id -> line
         self.sessions = []        # [login_ok_time, logout_request_time or None]
@@ -63,6 +68,8 @@ class Agent:
 
     def connect(self):
         self.sock = socket.create_connection(self.address, timeout=30)
+        if self.tls_context is not None:
+            self.sock = tls.connect(self.sock, self.tls_context, 30)
         self.sock.settimeout(None)
         self.closed = Event()
         self._waiters = {"login": AsyncResult(), "bye": AsyncResult()}
@@ -153,6 +160,74 @@ class Agent:
                 raise AssertionError(f"{self.name}: no matching frame in {timeout}s; "
                                      f"got {[f for _, f in self.stream][-5:]}")
             gevent.sleep(0.01)
+
+
+class Screen:
+    """A stand-in stdout that keeps every line the client printed."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, data):
+        self.text += data
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    @property
+    def lines(self):
+        return self.text.splitlines()
+
+
+class User:
+    """A real client in a greenlet, typed at through a pipe."""
+
+    def __init__(self, name, address, **config):
+        self.name = name
+        self.screen = Screen()
+        read_fd, self.keyboard = os.pipe()
+        self.console = Console(read_fd, self.screen)
+        self.client = Client(ClientConfig(host=address[0], port=address[1], **config),
+                             self.console)
+        self.greenlet = gevent.spawn(self.client.run)
+        self._read_fd = read_fd
+        self.type(name)
+        self.type(PASSWORD)
+        self.expect(texts.WELCOME)
+        # The listener's address reaches the server before anything typed next.
+        deadline = time.monotonic() + 5
+        while self.client.listener is None and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+
+    def type(self, line):
+        os.write(self.keyboard, line.encode() + b"\n")
+
+    def expect(self, line, timeout=5):
+        deadline = time.monotonic() + timeout
+        while line not in self.screen.lines:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} never showed {line!r}: {self.screen.lines}")
+            gevent.sleep(0.01)
+
+    def settle(self):
+        """Wait until the client has answered everything typed so far."""
+        self.type("whoelse")
+        count = len(self.screen.lines)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            gevent.sleep(0.05)
+            if len(self.screen.lines) > count and self.client._answered.is_set():
+                return
+        raise AssertionError(f"{self.name} did not settle")
+
+    def quit(self):
+        os.close(self.keyboard)
+        status = self.greenlet.get(timeout=10)
+        os.close(self._read_fd)
+        return status
 
 
 def run_all(greenlets, timeout):

@@ -73,3 +73,17 @@ def test_client_user_and_colour_switches():
     assert parse_client_args(["h", "1"], environ={"NO_COLOR": "1"}).color is False
     assert parse_client_args(["h", "1"], environ={"NO_COLOR": ""}).color is True
     assert parse_client_args(["h", "1", "--user", "hans"], environ={}).user == "hans"
+
+
+def test_tls_options_go_together():
+    config = parse_server_args(["--tls-cert", "c.pem", "--tls-key", "k.pem"])
+    assert (config.tls_cert, config.tls_key) == ("c.pem", "k.pem")
+    with pytest.raises(ConfigError):
+        ServerConfig(port=0, block_duration=1, timeout=1, tls_cert="c.pem")
+    client = parse_client_args(["h", "1", "--tls", "--ca", "c.pem"])
+    assert client.tls and client.ca == "c.pem" and not client.insecure
+    for bad in ({"ca": "c.pem"}, {"insecure": True}, {"tls": True, "ca": "c", "insecure": True}):
+        with pytest.raises(ConfigError):
+            ClientConfig(host="h", port=1, **bad)
+    with pytest.raises(SystemExit):
+        parse_client_args(["h", "1", "--insecure"])

@@ -2,7 +2,6 @@
 clients (greenchat.client.Client in greenlets, typing through a pipe), a
 server in this process, and raw connections that try to get in."""
 
-import os
 import time
 
 import gevent
@@ -10,80 +9,10 @@ import pytest
 from gevent import socket
 
 from greenchat import peer, texts
-from greenchat.client import Client
 from greenchat.codec import encode
-from greenchat.config import ClientConfig
-from greenchat.console import Console
-from support import PASSWORD, ServerFactory
+from support import ServerFactory, User
 
 USERS = ["alice", "bob", "carol", "dave"]
-
-
-class Screen:
-    """A stand-in stdout that keeps every line the client printed."""
-
-    def __init__(self):
-        self.text = ""
-
-    def write(self, data):
-        self.text += data
-
-    def flush(self):
-        pass
-
-    def isatty(self):
-        return False
-
-    @property
-    def lines(self):
-        return self.text.splitlines()
-
-
-class User:
-    """A real client in a greenlet, typed at through a pipe."""
-
-    def __init__(self, name, address):
-        self.name = name
-        self.screen = Screen()
-        read_fd, self.keyboard = os.pipe()
-        self.console = Console(read_fd, self.screen)
-        self.client = Client(ClientConfig(host=address[0], port=address[1]), self.console)
-        self.greenlet = gevent.spawn(self.client.run)
-        self._read_fd = read_fd
-        self.type(name)
-        self.type(PASSWORD)
-        self.expect(texts.WELCOME)
-        # The listener's address reaches the server before anything typed next.
-        deadline = time.monotonic() + 5
-        while self.client.listener is None and time.monotonic() < deadline:
-            gevent.sleep(0.01)
-
-    def type(self, line):
-        os.write(self.keyboard, line.encode() + b"\n")
-
-    def expect(self, line, timeout=5):
-        deadline = time.monotonic() + timeout
-        while line not in self.screen.lines:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} never showed {line!r}: {self.screen.lines}")
-            gevent.sleep(0.01)
-
-    def settle(self):
-        """Wait until the client has answered everything typed so far."""
-        self.type("whoelse")
-        count = len(self.screen.lines)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            gevent.sleep(0.05)
-            if len(self.screen.lines) > count and self.client._answered.is_set():
-                return
-        raise AssertionError(f"{self.name} did not settle")
-
-    def quit(self):
-        os.close(self.keyboard)
-        status = self.greenlet.get(timeout=10)
-        os.close(self._read_fd)
-        return status
 
 
 @pytest.fixture

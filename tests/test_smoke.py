@@ -239,3 +239,41 @@ def test_terminal_mode_stamps_colours_and_hides_the_password(server, no_color):
     finally:
         term.close()
     assert term.exitstatus == 0
+
+
+def test_tls_end_to_end_with_mkcert_and_a_private_link(tmp_path):
+    admin = os.path.join(ROOT, "bin", "greenchat-admin")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run([sys.executable, admin, "mkcert", "--cert", str(cert), "--key", str(key)],
+                          capture_output=True, text=True, timeout=DEADLINE)
+    assert made.returncode == 0, made.stderr
+    creds = tmp_path / "credentials.txt"
+    creds.write_text("hans falcon*solo\nyoda wise@!man\n")
+    server = Proc([SERVER, "0", "--host", "127.0.0.1", "--credentials", str(creds),
+                   "--data", str(tmp_path / "data"), "--tls-cert", str(cert), "--tls-key", str(key)])
+    try:
+        line = server.expect(re.compile(r"listening on 127\.0\.0\.1:\d+"), stream="stderr")
+        port = line.rsplit(":", 1)[1]
+        tls = ["--tls", "--ca", str(cert)]
+        hans = Proc([CLIENT, "127.0.0.1", port] + tls)
+        login(hans, "hans", "falcon*solo")
+        yoda = Proc([CLIENT, "127.0.0.1", port] + tls)
+        login(yoda, "yoda", "wise@!man")
+        hans.expect("yoda logged in")
+        yoda.write("startprivate hans")
+        yoda.expect("Start private messaging with hans")
+        hans.expect("yoda has started private messaging with you")
+        yoda.write("private hans encrypted both ways")
+        hans.expect("yoda(private): encrypted both ways")
+        for proc in (hans, yoda):
+            proc.write("logout")
+            proc.expect("Goodbye")
+            assert proc.finish() == 0
+
+        # Without --tls: the server's own words, exit status 1.
+        plain = Proc([CLIENT, "127.0.0.1", port])
+        plain.expect("Error. This server requires TLS; connect with --tls")
+        assert plain.finish() == 1
+    finally:
+        server.p.send_signal(signal.SIGTERM)
+        assert server.finish() == 0
