@@ -9,7 +9,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["greenchat", "greenchat.*"]),
     install_requires=["gevent>=25.9.1", "cryptography>=42"],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "pexpect>=4"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "pexpect>=4", "pyte>=0.8"]},
     entry_points={
         "console_scripts": [
             "greenchat-server=greenchat.cli:run_server",

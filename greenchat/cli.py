@@ -64,7 +64,17 @@ def client_main(argv=None):
     except GreenchatError as exc:
         print(f"greenchat-client: {exc}", file=sys.stderr)
         return 1
-    return client.run()
+    # Ctrl-C becomes a KeyboardInterrupt in this (the main) greenlet, wherever
+    # it waits; left to itself, the hub would print a traceback first.
+    interrupt = gevent.signal_handler(signal.SIGINT, gevent.kill, gevent.getcurrent(),
+                                      KeyboardInterrupt)
+    try:
+        return client.run()
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    finally:
+        interrupt.cancel()
 
 
 def run_server():

@@ -16,6 +16,7 @@ activity) everything the user types.
 """
 
 import logging
+import signal
 import sys
 
 import gevent
@@ -23,6 +24,7 @@ from gevent.event import AsyncResult, Event
 
 from greenchat import PROTOCOL_VERSION, __version__, peer, texts, tls
 from greenchat.commands import COMMANDS, LOCAL, PEER, parse_line
+from greenchat.console import default_history_path
 from greenchat.errors import GreenchatError, InvalidCommand, ProtocolError, TLSError
 from greenchat.transport import FrameConnection
 
@@ -34,6 +36,8 @@ LOGOUT_WAIT = 5.0
 # How long the keyboard waits for a command's reply before taking the next
 # line: answers then come in the order the commands were typed.
 REPLY_WAIT = 30.0
+# Names remembered for completion, at most (a server can list many).
+MAX_SEEN_USERS = 10_000
 
 
 class Client:
@@ -48,6 +52,8 @@ class Client:
         self._answered.set()
         self.links = {}          # peer name -> PeerLink
         self.listener = None
+        self.seen_users = set()  # names Tab completes
+        self._sent_lines = {}
         # Built before connecting, so a bad --ca file is a usage error.
         self.tls_context = (tls.client_context(config.ca, config.insecure)
                             if config.tls else None)
@@ -147,12 +153,19 @@ class Client:
     # The session ------------------------------------------------------------
 
     def _chat(self):
+        console = self.console
+        console.start_editing(texts.PROMPT, self.completions,
+                              default_history_path() if self.config.history else None)
+        # Killed or hung up: log out as cleanly as end of input does, and
+        # leave through the same `finally` that gives the terminal back.
+        handlers = [gevent.signal_handler(signum, self._terminated)
+                    for signum in (signal.SIGTERM, signal.SIGHUP)]
         receiver = gevent.spawn(self._receive)
         keyboard = gevent.spawn(self._keyboard)
         try:
             return self.done.get()
         except KeyboardInterrupt:
-            # Ctrl-C: log out as cleanly as end of input does.
+            # Ctrl-C: the same; a second one leaves at once (cli.py).
             keyboard.kill()
             self._request_logout()
             try:
@@ -160,10 +173,17 @@ class Client:
             except gevent.Timeout:
                 return 1
         finally:
+            for handler in handlers:
+                handler.cancel()
             keyboard.kill()
             receiver.kill()
             for user in list(self.links):
                 self._end_link(user, notify=True, quiet=True)
+            console.stop_editing()
+
+    def _terminated(self):
+        self._request_logout()
+        gevent.spawn_later(LOGOUT_WAIT, self._finish, 1)
 
     def _listen(self):
         """Accept private links; the password frame tells the server where."""
@@ -191,13 +211,19 @@ class Client:
                 kind = frame["type"]
                 if kind == "message":
                     text = str(frame.get("text", ""))
+                    self._saw(frame.get("from"))
                     show(texts.message_line(frame.get("from", "?"), text),
                          "self" if self.user and self.user in text else None)
                 elif kind == "presence":
+                    self._saw(frame.get("user"))
                     show(texts.presence_line(frame.get("user", "?"), bool(frame.get("online"))),
                          "presence")
                 elif kind == "reply":
-                    for line in frame.get("lines") or ():
+                    lines = frame.get("lines") or ()
+                    if self._lists_users(frame.get("id")):
+                        for line in lines:
+                            self._saw(line)
+                    for line in lines:
                         show(str(line))
                     if isinstance(frame.get("private"), dict):
                         # The keyboard waits until the link is up or failed.
@@ -206,6 +232,7 @@ class Client:
                         self._answered.set()
                         self._prompt()
                 elif kind == "private_offer":
+                    self._saw(frame.get("from"))
                     if self.listener is not None and isinstance(frame.get("from"), str) \
                             and isinstance(frame.get("token"), str):
                         self.listener.offer(frame["from"], frame["token"])
@@ -228,9 +255,30 @@ class Client:
             self._finish(1)
 
     def _prompt(self):
-        if self.console.interactive:
-            self.console.out.write(texts.PROMPT)
-            self.console.out.flush()
+        self.console.command_prompt(texts.PROMPT)
+
+    # What Tab completes -----------------------------------------------------
+
+    def _saw(self, user):
+        """Remember a user name seen in presence, messages or a user list."""
+        if isinstance(user, str) and user and user.isprintable() and " " not in user \
+                and len(self.seen_users) < MAX_SEEN_USERS:
+            self.seen_users.add(user)
+
+    def _lists_users(self, request_id):
+        """True if the reply to `request_id` lists user names (whoelse, whoelsesince)."""
+        line = self._sent_lines.get(request_id, "")
+        return line.split(" ", 1)[0] in ("whoelse", "whoelsesince")
+
+    def completions(self, words):
+        """Candidates for the word after `words`: a command name first, then a
+        user name where the command takes one."""
+        if not words:
+            return list(COMMANDS)
+        spec = COMMANDS.get(words[0])
+        if spec is not None and len(words) <= len(spec.args) and spec.args[len(words) - 1] == "user":
+            return (self.seen_users | set(self.links)) - {self.user}
+        return ()
 
     def _keyboard(self):
         self._prompt()
@@ -269,6 +317,8 @@ class Client:
     def _send_command(self, line):
         self._next_id += 1
         self._answered.clear()
+        # Only the latest is needed: the keyboard waits for each reply.
+        self._sent_lines = {self._next_id: line}
         self.conn.send({"type": "command", "id": self._next_id, "line": line})
 
     def _request_logout(self):

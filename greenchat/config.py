@@ -79,6 +79,7 @@ class ClientConfig:
     tls: bool = False
     ca: str = None
     insecure: bool = False
+    history: bool = True
 
     def __post_init__(self):
         if (self.ca is not None or self.insecure) and not self.tls:
@@ -199,6 +200,9 @@ def client_parser():
     p.add_argument("--user", metavar="NAME", help="log in as NAME (the password is still asked)")
     p.add_argument("--no-color", dest="color", action="store_false",
                    help="no colours on a terminal (so does a non-empty NO_COLOR variable)")
+    p.add_argument("--no-history", dest="history", action="store_false",
+                   help="do not keep typed lines in $XDG_DATA_HOME/greenchat/history "
+                        "(default: ~/.local/share/greenchat/history)")
     p.add_argument("--tls", action="store_true",
                    help="connect with TLS, verifying the server's certificate; private links "
                         "use TLS too")

@@ -87,3 +87,8 @@ def test_tls_options_go_together():
             ClientConfig(host="h", port=1, **bad)
     with pytest.raises(SystemExit):
         parse_client_args(["h", "1", "--insecure"])
+
+
+def test_client_history_switch():
+    assert parse_client_args(["h", "1"]).history is True
+    assert parse_client_args(["h", "1", "--no-history"]).history is False

@@ -1,0 +1,58 @@
+"""Key-echo latency and hub stalls of the two ways to edit the client's input
+line, in a real pseudo-terminal while a message arrives every 50 ms:
+
+    python -m bench.editor.measure
+
+own_editor.py is greenchat's editor in a greenlet (console.py + lineedit.py);
+ptk_editor.py is prompt_toolkit's prompt in gevent's thread pool under
+patch_stdout (skipped if prompt_toolkit is not installed). Each prints the time
+from process start to the first prompt, the median and worst time from a key
+sent to its echo (52 keys, 20 ms apart), and the longest the hub went without
+running a 1 ms ticker greenlet. The choice this led to is in console.py.
+"""
+
+import importlib.util
+import os
+import statistics
+import sys
+import time
+
+import pexpect
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def measure(script):
+    env = dict(os.environ, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
+    started = time.perf_counter()
+    term = pexpect.spawn(sys.executable, [os.path.join(HERE, script)], env=env, timeout=20,
+                         encoding="utf-8", dimensions=(24, 80))
+    term.delaybeforesend = None
+    term.expect(">")
+    startup = time.perf_counter() - started
+    latencies = []
+    for ch in "abcdefghijklmnopqrstuvwxyz" * 2:
+        time.sleep(0.02)
+        sent = time.perf_counter()
+        term.send(ch)
+        term.expect_exact(ch)
+        latencies.append(time.perf_counter() - sent)
+    term.sendline("")
+    term.sendline("quit")
+    term.expect(r"MAXGAP ([\d.]+) ms")
+    term.close()
+    return (f"{script:16} first prompt {startup * 1000:5.0f} ms   echo median "
+            f"{statistics.median(latencies) * 1000:5.2f} ms, worst {max(latencies) * 1000:5.2f} ms"
+            f"   longest hub gap {term.match.group(1)} ms")
+
+
+def main():
+    print(measure("own_editor.py"))
+    if importlib.util.find_spec("prompt_toolkit"):
+        print(measure("ptk_editor.py"))
+    else:
+        print("ptk_editor.py    skipped: pip install prompt_toolkit")
+
+
+if __name__ == "__main__":
+    main()

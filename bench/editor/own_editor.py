@@ -1,0 +1,46 @@
+"""greenchat's own input line in a greenlet, for bench.editor.measure.
+
+The same load as ptk_editor.py: a greenlet shows a line every 50 ms while
+Console reads keys; a 1 ms ticker greenlet records the hub's longest gap.
+"""
+
+import sys
+import time
+
+import gevent
+
+from greenchat.console import Console
+
+gaps = []
+
+
+def ticker():
+    last = time.perf_counter()
+    while True:
+        gevent.sleep(0.001)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+
+
+def chatter(console):
+    for i in range(1, 1_000_000):
+        gevent.sleep(0.05)
+        console.show(f"incoming message {i}")
+
+
+def main():
+    console = Console(0, sys.stdout, color=False)
+    gevent.spawn(ticker)
+    gevent.spawn(chatter, console)
+    console.start_editing("> ", lambda words: ())
+    try:
+        while console.read_line() != "quit":
+            pass
+    finally:
+        console.stop_editing()
+    print(f"MAXGAP {max(gaps) * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

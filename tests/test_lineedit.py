@@ -1,0 +1,157 @@
+"""Unit tests of the sans-IO input line: key decoding, editing, history,
+completion and rendering, with bytes and strings only."""
+
+import pyte
+import pytest
+
+from greenchat.lineedit import ENTER, EOF, SHOW, KeyDecoder, LineEditor, text_width
+
+
+def keys(data):
+    return KeyDecoder().feed(data)
+
+
+def type_into(editor, data):
+    outcomes = [editor.handle(key) for key in KeyDecoder().feed(data)]
+    return [o for o in outcomes if o is not None]
+
+
+def test_text_control_keys_and_escape_sequences():
+    assert keys(b"ab\x01\x05\x7f\x08\r\n\t") == ["a", "b", "home", "end", "backspace",
+                                                   "backspace", "enter", "enter", "tab"]
+    assert keys(b"\x1b[A\x1b[B\x1b[C\x1b[D\x1bOH\x1bOF\x1b[3~\x1b[1;5D\x1bb") == [
+        "up", "down", "right", "left", "home", "end", "delete", "word-left", "word-left"]
+    # Unknown sequences and controls are dropped whole; an unknown Alt-key keeps its key.
+    assert keys(b"\x1b[200~x\x1b[15~\x07y\x1bqz") == ["x", "y", "q", "z"]
+
+
+def test_sequences_and_utf8_split_across_reads():
+    decoder = KeyDecoder()
+    got = []
+    for byte in "\x1b[1;5Cé→\x1b[3~".encode():
+        got += decoder.feed(bytes([byte]))
+    assert got == ["word-right", "é", "→", "delete"]
+    assert KeyDecoder().feed(b"\xff") == ["\ufffd"]
+
+
+def test_editing_keys():
+    editor = LineEditor()
+    type_into(editor, b"hello world")
+    type_into(editor, b"\x1b[D\x1b[D\x1b[D\x1b[D\x1b[DX")          # left x5, insert
+    assert editor.text == "hello Xworld"
+    type_into(editor, b"\x01\x1b[3~")                              # home, delete
+    assert editor.text == "ello Xworld" and editor.cursor == 0
+    type_into(editor, b"\x05\x17")                                 # end, kill word
+    assert editor.text == "ello "
+    type_into(editor, b"\x19\x19")                                 # yank twice
+    assert editor.text == "ello XworldXworld"
+    type_into(editor, b"\x01\x06\x0b")                             # home, right, kill to end
+    assert editor.text == "e"
+    type_into(editor, b"\x15")                                     # kill to start
+    assert editor.text == "" and editor.cursor == 0
+
+
+def test_enter_returns_the_line_and_ctrl_d_ends_input_only_on_an_empty_line():
+    editor = LineEditor()
+    assert type_into(editor, b"abc\x01\x04\r") == [(ENTER, "bc")]
+    assert editor.text == ""
+    assert type_into(editor, b"\x04") == [(EOF,)]
+
+
+def test_history_walk_keeps_the_draft_and_copies_entries():
+    editor = LineEditor(history=["first", "second"])
+    type_into(editor, b"draft")
+    type_into(editor, b"\x1b[A")
+    assert editor.text == "second"
+    type_into(editor, b"\x1b[A\x1b[A")                             # stops at the oldest
+    assert editor.text == "first"
+    type_into(editor, b"!")
+    type_into(editor, b"\x1b[B\x1b[B")
+    assert editor.text == "draft"
+    assert editor.history == ["first", "second"]
+    type_into(editor, b"\x15again\r")
+    type_into(editor, b"again\r")                                  # a repeat is kept once
+    assert editor.history == ["first", "second", "again"]
+
+
+def test_history_limit():
+    editor = LineEditor(history=[str(i) for i in range(10)], history_limit=3)
+    assert editor.history == ["7", "8", "9"]
+    type_into(editor, b"x\r")
+    assert editor.history == ["8", "9", "x"]
+
+
+def complete_users(words):
+    if not words:
+        return ["message", "broadcast", "block", "whoelse", "whoelsesince"]
+    if words[0] in ("message", "block"):
+        return ["yoda", "yolanda", "hans"]
+    return []
+
+
+def test_tab_completes_commands_and_users():
+    editor = LineEditor(completer=complete_users)
+    type_into(editor, b"mes\t")
+    assert editor.text == "message "
+    type_into(editor, b"h\t")
+    assert editor.text == "message hans "
+    editor.set_text("message yo")
+    type_into(editor, b"\t")                                       # common prefix only
+    assert editor.text == "message yo"
+    assert type_into(editor, b"\t") == [(SHOW, ["yoda  yolanda"])]  # a second Tab lists
+    type_into(editor, b"d\t")
+    assert editor.text == "message yoda "
+    editor.set_text("whoelse")
+    type_into(editor, b"\t")
+    assert editor.text == "whoelse"                                 # whoelse, whoelsesince
+    editor.set_text("broadcast h")
+    type_into(editor, b"\t")
+    assert editor.text == "broadcast h"                            # no users for text
+
+
+def test_completion_in_the_middle_adds_no_space():
+    editor = LineEditor(completer=complete_users)
+    editor.set_text("message ha hello")
+    editor.cursor = len("message ha")
+    type_into(editor, b"\t")
+    assert editor.text == "message hans hello"
+
+
+def draw(editor, width=20):
+    screen = pyte.Screen(width, 2)
+    pyte.Stream(screen).feed(editor.render(width))
+    return screen.display[0].rstrip(), screen.cursor.x
+
+
+def test_render_shows_prompt_text_and_cursor():
+    editor = LineEditor()
+    type_into(editor, b"hello\x1b[D\x1b[D")
+    assert draw(editor) == ("> hello", 5)
+
+
+def test_render_scrolls_long_lines_to_keep_the_cursor_visible():
+    editor = LineEditor()
+    type_into(editor, b"abcdefghijklmnopqrstuvwxyz")
+    line, cursor = draw(editor)
+    assert line == "> jklmnopqrstuvwxyz" and cursor == 19
+    type_into(editor, b"\x01")
+    line, cursor = draw(editor)
+    assert line == "> abcdefghijklmnopq" and cursor == 2
+    type_into(editor, b"\x05\x15")
+    assert draw(editor) == (">", 2)
+
+
+def test_render_counts_wide_and_combining_characters():
+    assert text_width("日本") == 4 and text_width("e\u0301") == 1
+    editor = LineEditor()
+    type_into(editor, "日本語".encode())
+    line, cursor = draw(editor)
+    assert line.replace(" ", "") == ">日本語" and cursor == 8
+
+
+@pytest.mark.parametrize("data", [bytes(range(256)), b"\x1b" * 50, b"\x1b[" + b"1" * 1000])
+def test_any_bytes_are_safe(data):
+    editor = LineEditor(completer=complete_users)
+    for key in KeyDecoder().feed(data):
+        editor.handle(key)
+    editor.render(10)

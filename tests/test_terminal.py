@@ -1,0 +1,219 @@
+"""The client in a real pseudo-terminal (issue 6): pexpect runs
+bin/greenchat-client against a server process, and pyte, a terminal emulator,
+keeps the screen, so the tests read what a person would see."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_smoke import CLIENT, DEADLINE, Proc, login, server  # noqa: F401 - fixture
+
+pexpect = pytest.importorskip("pexpect")
+pyte = pytest.importorskip("pyte")
+
+ROWS, COLUMNS = 24, 80
+STAMP = r"\[\d\d:\d\d\] "
+
+
+class Terminal:
+    """A program in a pseudo-terminal, with the screen it has drawn."""
+
+    def __init__(self, command, env):
+        self.screen = pyte.Screen(COLUMNS, ROWS)
+        self.stream = pyte.Stream(self.screen)
+        self.child = pexpect.spawn(command[0], command[1:], env=env, encoding="utf-8",
+                                   dimensions=(ROWS, COLUMNS), timeout=DEADLINE)
+        self.child.delaybeforesend = None
+        self.output = ""
+
+    def pump(self, seconds=0.05):
+        end = time.monotonic() + seconds
+        while True:
+            try:
+                data = self.child.read_nonblocking(65536, timeout=0.02)
+                self.output += data
+                self.stream.feed(data)
+            except pexpect.TIMEOUT:
+                pass
+            if time.monotonic() >= end:
+                return
+
+    def rows(self):
+        return [row.rstrip() for row in self.screen.display]
+
+    def wait(self, predicate, what, timeout=DEADLINE):
+        end = time.monotonic() + timeout
+        while not predicate(self):
+            if time.monotonic() > end:
+                raise AssertionError(f"never saw {what}; screen:\n" + "\n".join(self.rows()))
+            try:
+                self.pump()
+            except pexpect.EOF:
+                if predicate(self):
+                    return
+                raise AssertionError(f"ended before {what}; screen:\n" + "\n".join(self.rows()))
+
+    def wait_row(self, pattern):
+        regex = re.compile(pattern)
+        self.wait(lambda t: any(regex.fullmatch(row) for row in t.rows()), repr(pattern))
+
+    def input_line(self):
+        """The row the cursor is on, and the cursor's column."""
+        return self.rows()[self.screen.cursor.y], self.screen.cursor.x
+
+    def type(self, text):
+        self.child.send(text)
+
+    def finish(self):
+        """Read to the end; return the exit status."""
+        try:
+            while True:
+                self.pump(0.2)
+        except pexpect.EOF:
+            pass
+        self.child.close()
+        return self.child.exitstatus
+
+
+def environment(tmp_path):
+    env = dict(os.environ, TERM="xterm", XDG_DATA_HOME=str(tmp_path / "xdg"))
+    env.pop("NO_COLOR", None)
+    return env
+
+
+def hans_in_a_terminal(server, tmp_path, shell_after=None):  # noqa: F811
+    command = [sys.executable, CLIENT, "127.0.0.1", str(server.port), "--user", "hans"]
+    if shell_after:
+        # Run a command in the same terminal after the client has gone.
+        # The shell shrugs off the Ctrl-C meant for the client (a trapped
+        # signal is back to its default in the child).
+        command = ["/bin/sh", "-c", "trap true INT; " + " ".join(f"'{c}'" for c in command)
+                   + "; " + shell_after]
+    term = Terminal(command, environment(tmp_path))
+    term.wait(lambda t: "Password:" in "".join(t.rows()), "the password prompt")
+    term.type("falcon*solo\r")
+    term.wait_row(STAMP + "Welcome to the greatest messaging application ever!")
+    term.wait(lambda t: t.input_line() == (">", 2), "the empty input line")
+    return term
+
+
+def yoda(server):  # noqa: F811
+    proc = Proc([CLIENT, "127.0.0.1", str(server.port)])
+    login(proc, "yoda", "wise@!man")
+    return proc
+
+
+def test_a_half_typed_line_survives_incoming_messages(server, tmp_path):  # noqa: F811
+    term = hans_in_a_terminal(server, tmp_path)
+    other = yoda(server)
+    term.wait_row(STAMP + "yoda logged in")
+    term.type("message yoda half typ")
+    term.wait(lambda t: t.input_line() == ("> message yoda half typ", 23), "the typed text")
+    for i in range(3):
+        other.write(f"message hans incoming {i}")
+    other.write("broadcast to everyone")
+    term.wait_row(STAMP + "yoda: to everyone")
+    rows = [row for row in term.rows() if row]
+    assert [row[8:] for row in rows[-5:-1]] == [
+        "yoda: incoming 0", "yoda: incoming 1", "yoda: incoming 2", "yoda: to everyone"]
+    # The typed text and the cursor are where they were, and the text is whole:
+    # finishing the line sends exactly what was typed.
+    assert term.input_line() == ("> message yoda half typ", 23)
+    assert rows[-1] == "> message yoda half typ"
+    term.type("ed\r")
+    other.expect("hans: half typed")
+    term.type("logout\r")
+    assert term.finish() == 0
+    other.write("logout")
+    assert other.finish() == 0
+
+
+def test_tab_completes_commands_and_a_user_name(server, tmp_path):  # noqa: F811
+    term = hans_in_a_terminal(server, tmp_path)
+    other = yoda(server)
+    term.wait_row(STAMP + "yoda logged in")
+    term.type("mes\t")
+    term.wait(lambda t: t.input_line() == ("> message", 10), "the completed command")
+    term.type("yo\t")
+    term.wait(lambda t: t.input_line() == ("> message yoda", 15), "the completed user name")
+    term.type("hello from tab\r")
+    other.expect("hans: hello from tab")
+    term.type("logout\r")
+    assert term.finish() == 0
+    other.write("logout")
+    other.finish()
+
+
+def test_history_is_kept_in_the_data_directory(server, tmp_path):  # noqa: F811
+    term = hans_in_a_terminal(server, tmp_path)
+    term.type("whoelse\r")
+    term.wait_row(STAMP + "No other users online")
+    term.type("logout\r")
+    assert term.finish() == 0
+    history = tmp_path / "xdg" / "greenchat" / "history"
+    assert history.read_text() == "whoelse\nlogout\n"
+    assert history.stat().st_mode & 0o777 == 0o600
+
+    term = hans_in_a_terminal(server, tmp_path)
+    term.type("\x1b[A")
+    term.wait(lambda t: t.input_line() == ("> logout", 8), "the last line recalled")
+    term.type("\x1b[A")
+    term.wait(lambda t: t.input_line() == ("> whoelse", 9), "the line before")
+    term.type("\r")
+    term.wait_row(STAMP + "No other users online")
+    term.type("\x04")                        # Ctrl-D on an empty line: end of input
+    term.finish()
+
+
+SETTINGS = ("stty -a | tr -s ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo "
+            "-e ixon -e -ixon | tr '\\n' ' '; echo; "
+            + sys.executable + " -c 'import fcntl, os; print(\"nonblocking\", "
+            "bool(fcntl.fcntl(0, fcntl.F_GETFL) & os.O_NONBLOCK), "
+            "bool(fcntl.fcntl(1, fcntl.F_GETFL) & os.O_NONBLOCK))'")
+
+
+def settings_after(term):
+    term.finish()
+    output = term.output.replace("\r", "")
+    # The shell's output starts where the input line was cleared.
+    modes = re.search(r"((?:-?(?:icanon|echo|ixon) )+)\n", output)
+    blocking = re.search(r"nonblocking (\w+) (\w+)\n", output)
+    assert modes and blocking, output[-500:]
+    return set(modes.group(1).split()), blocking.groups()
+
+
+@pytest.mark.parametrize("way_out", ["ctrl-c", "sigterm", "server-killed"])
+def test_the_terminal_is_restored_on_every_way_out(server, tmp_path, way_out):  # noqa: F811
+    term = hans_in_a_terminal(server, tmp_path, shell_after=SETTINGS)
+    term.type("message nobody half a li")          # mid-line, in every case
+    term.wait(lambda t: t.input_line()[0] == "> message nobody half a li", "the typed text")
+    if way_out == "ctrl-c":
+        term.type("\x03")
+    elif way_out == "sigterm":
+        client_pid = int(subprocess.check_output(["pgrep", "-P", str(term.child.pid)]).split()[0])
+        os.kill(client_pid, signal.SIGTERM)
+    else:
+        server.p.kill()
+        server.p.wait()
+        term.wait_row(STAMP + "Connection to server lost")
+    modes, blocking = settings_after(term)
+    assert "Traceback" not in term.output and "KeyboardInterrupt" not in term.output
+    assert modes == {"icanon", "echo", "ixon"}
+    assert blocking == ("False", "False")
+
+
+def test_ctrl_c_at_the_password_prompt_leaves_quietly_with_echo_back(server, tmp_path):  # noqa: F811
+    command = [sys.executable, CLIENT, "127.0.0.1", str(server.port), "--user", "hans"]
+    term = Terminal(["/bin/sh", "-c", "trap true INT; " + " ".join(f"'{c}'" for c in command)
+                     + "; echo status $?; " + SETTINGS], environment(tmp_path))
+    term.wait(lambda t: "Password:" in "".join(t.rows()), "the password prompt")
+    term.type("\x03")
+    modes, blocking = settings_after(term)
+    assert "status 130" in term.output
+    assert "Traceback" not in term.output and "KeyboardInterrupt" not in term.output
+    assert modes == {"icanon", "echo", "ixon"} and blocking == ("False", "False")
