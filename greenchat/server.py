@@ -57,6 +57,10 @@ FLUSH_TIMEOUT = 5.0
 TAKEOVER_WAIT = 5.0
 # Threads that check hashed passwords (scrypt releases the GIL): one a core.
 HASHING_THREADS = 2
+# Presence notices wait this long to go out together (see _announce):
+# measured at 3,000 logins, one mailbox entry per notice made ~N^2 of them,
+# which bounded the login rate and left the heap fragmented.
+PRESENCE_BATCH = 0.02
 # The longest a TLS handshake may take (capped by --login-timeout).
 TLS_HANDSHAKE_TIMEOUT = 10.0
 
@@ -89,7 +93,7 @@ class Session:
     """One connection: its socket, reader, outbox and (once logged in) user."""
 
     __slots__ = ("server", "sock", "address", "reader", "outbox", "user", "login_id", "state",
-                 "pending", "spill", "end_reason", "closed", "p2p")
+                 "pending", "spill", "end_reason", "closed", "p2p", "online_since")
 
     def __init__(self, server, sock, address):
         self.server = server
@@ -105,6 +109,7 @@ class Session:
         self.end_reason = None
         self.closed = Event()
         self.p2p = None        # (host, port, cert fingerprint) the client takes private links on
+        self.online_since = 0  # the presence event of this login
 
     def deliver(self, frame, record=None):
         """Queue `frame` for this user. Never blocks and never fails.
@@ -158,6 +163,9 @@ class ChatServer:
         self._pool = Pool(None)
         self._hashing = ThreadPool(HASHING_THREADS)
         self._handshaking = 0                  # connections in their TLS handshake
+        self._presence = []                    # (user, seq, frame) notices not yet sent
+        self._presence_seq = 0                 # numbers presence events in order
+        self._presence_timer = None
         self.tls = (tls.server_context(config.tls_cert, config.tls_key)
                     if config.tls_cert else None)
         self.stream = StreamServer((config.host, config.port), self._handle,
@@ -209,6 +217,8 @@ class ChatServer:
         self._pool.kill(timeout=1)
         for _, timer in self.locks.values():
             timer.kill()
+        if self._presence_timer is not None:
+            self._presence_timer.kill()
         self._hashing.kill()
         self.store.close()
         self._stopped.set()
@@ -377,7 +387,7 @@ class ChatServer:
         session.state = LOADING
         self.online[name] = session
         session.send({"type": "login", "status": "ok", "user": name, "text": texts.WELCOME})
-        self._announce(name, True)
+        session.online_since = self._announce(name, True)
         log.info("login: %s from %s:%s", name, *session.address[:2])
         # Until the offline messages are queued, deliveries wait in
         # session.pending; if loading fails, _end stores them.
@@ -464,6 +474,8 @@ class ChatServer:
         return host, port, fingerprint
 
     def _dispatch(self, session, frame):
+        if self._presence:
+            self._flush_presence()
         request_id = frame.get("id")
         line = _field(frame, "line")
         try:
@@ -519,12 +531,47 @@ class ChatServer:
             log.error("%s: could not store the end of the session: %s", name, exc)
 
     def _announce(self, name, online):
-        """Tell every other online user that `name` came or went."""
-        frame = encode({"type": "presence", "user": name, "online": online})
-        hidden = self.blocks.get(name, ())
+        """Tell every other online user, soon, that `name` came or went.
+
+        Notices are gathered for PRESENCE_BATCH and go out together: one
+        mailbox entry per recipient for the whole batch instead of one per
+        notice. Every command flushes the batch before it runs, so nothing a
+        user does after a login or logout reaches anyone before its notice.
+        """
+        self._presence_seq += 1
+        self._presence.append((name, self._presence_seq,
+                               encode({"type": "presence", "user": name, "online": online})))
+        if self._presence_timer is None:
+            self._presence_timer = gevent.spawn_later(PRESENCE_BATCH, self._flush_presence)
+        return self._presence_seq
+
+    def _flush_presence(self):
+        batch, self._presence = self._presence, []
+        timer, self._presence_timer = self._presence_timer, None
+        if timer is not None and timer is not gevent.getcurrent():
+            timer.kill(block=False)
+        if not batch:
+            return
+        shared = b"".join(frame for _, _, frame in batch)
+        # Recipients that must not get all of the batch: its own users, users
+        # one of them blocks, and users who came online after one of its
+        # events (they were not there to see it). Everyone else gets the
+        # same bytes.
+        names = {name for name, _, _ in batch}
+        special = set(names)
+        for name in names:
+            special.update(self.blocks.get(name, ()))
+        first = batch[0][1]
+        blocks = self.blocks
         for user, other in self.online.items():
-            if user != name and user not in hidden:
-                other.deliver(frame)
+            if user not in special and other.online_since < first:
+                other.deliver(shared)
+                continue
+            since = other.online_since
+            mine = b"".join(frame for name, seq, frame in batch
+                            if since < seq and name != user and user not in blocks.get(name, ()))
+            if mine:
+                other.deliver(mine)
 
     # Account locks ----------------------------------------------------------
 

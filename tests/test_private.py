@@ -204,6 +204,7 @@ def hello(user, token):
 def test_listener_refuses_everything_but_a_fresh_token(users, quick_handshake):
     alice, bob = users("alice", "bob")
     address = ("127.0.0.1", alice.client.listener.address[1])
+    alice.expect(texts.presence_line("bob", True))
     before = list(alice.screen.lines)
     alice.client.listener.offer("bob", "genuine-token")
     alice.client.listener.offer("carol", "carols-token")

@@ -404,3 +404,25 @@ def test_stop_tells_clients_and_keeps_data(make_server):
     carol, = online(server, "carol")
     carol.command("whoelse")
     assert carol.texts() == ["for later"]
+
+
+def test_presence_is_batched_but_keeps_order_and_who_was_there(server):
+    alice, = online(server, "alice")
+    # bob logs in and at once messages alice: the notice comes first.
+    bob = Agent("bob", server.address)
+    assert bob.login()["status"] == "ok"
+    bob.command("message alice right behind my notice")
+    alice.wait_for(lambda f: f.get("text") == "right behind my notice")
+    kinds = [(f["type"], f.get("user") or f.get("from")) for _, f in alice.stream
+             if f["type"] in ("presence", "message")]
+    assert kinds == [("presence", "bob"), ("message", "bob")]
+    # carol logs in right after alice's logout and bob's re-login: she hears
+    # of neither (she was not online when they happened), bob hears both once.
+    alice.logout()
+    carol = Agent("carol", server.address)
+    assert carol.login()["status"] == "ok"
+    carol.command("whoelse")
+    bob.command("whoelse")
+    assert carol.frames("presence") == []
+    assert [(f["user"], f["online"]) for _, f in bob.frames("presence")] == [
+        ("alice", False), ("carol", True)]

@@ -293,6 +293,9 @@ def test_idle_storm_logs_everyone_out_and_every_presence_notice_arrives(
     finally:
         keep_awake.set()
         awake.join(5)
+    # Presence notices go out in batches, and a command flushes the batch
+    # before its reply: after this reply, every notice has reached the watcher.
+    watcher.command("whoelse")
     blocked_reports.assert_none()
 
     problems = []
