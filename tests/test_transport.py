@@ -1,0 +1,79 @@
+"""Unit tests of the Outbox, the single writer of a socket, over socket pairs."""
+
+import gevent
+from gevent import socket
+
+from greenchat.codec import Decoder
+from greenchat.transport import _CLOSE, MAX_BATCH, Outbox
+
+
+def frame(i, pad=""):
+    return b'{"type":"m","i":%d,"p":"%s"}\n' % (i, pad.encode())
+
+
+def read_all(sock, timeout=10):
+    decoder, frames = Decoder(1 << 20), []
+    with gevent.Timeout(timeout):
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return frames
+            frames += decoder.feed(data)
+
+
+def test_many_batches_arrive_whole_and_in_order():
+    a, b = socket.socketpair()
+    outbox = Outbox(a)
+    count = MAX_BATCH * 5 + 7
+    reader = gevent.spawn(read_all, b)
+    for i in range(count):
+        assert outbox.put(frame(i), record=i if i % 2 else None)
+        if i % 1000 == 0:
+            gevent.sleep(0)
+    assert outbox.close(10) == []
+    a.close()
+    assert [f["i"] for f in reader.get(timeout=10)] == list(range(count))
+
+
+def test_the_limit_refuses_and_send_ignores_it():
+    a, b = socket.socketpair()
+    outbox = Outbox(a, limit=3)
+    assert all(outbox.put(frame(i)) for i in range(3))
+    assert not outbox.put(frame(3))
+    assert len(outbox) == 3
+    outbox.send({"type": "x"})
+    assert len(outbox) == 4
+    outbox.close(5)
+    a.close()
+    assert len(read_all(b)) == 4
+
+
+def test_what_is_not_written_comes_back_exactly_once():
+    a, b = socket.socketpair()
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    outbox = Outbox(a)
+    pad = "x" * 3000
+    count = 3 * MAX_BATCH
+    for i in range(count):
+        outbox.put(frame(i, pad), record=i)
+    gevent.sleep(0.1)            # the writer fills the buffers and blocks
+    unsent = outbox.close(0.2)   # nobody reads: it gives up
+    a.close()
+    received = [f["i"] for f in read_all(b)]
+    # Received and unsent together are every frame once, in order.
+    assert received + unsent == list(range(count))
+    assert received and unsent
+
+
+def test_frames_queued_behind_the_close_marker_are_unsent():
+    a, b = socket.socketpair()
+    outbox = Outbox(a)
+    outbox.put(frame(0), record=0)
+    # The marker, then a late frame, before the writer runs at all.
+    outbox._closing = True
+    outbox._append(_CLOSE)
+    outbox.put(frame(1), record=1)
+    assert outbox.close(5) == [1]
+    a.close()
+    assert [f["i"] for f in read_all(b)] == [0]
