@@ -102,16 +102,24 @@ def hans_in_a_terminal(server, tmp_path, shell_after=None):  # noqa: F811
     return term
 
 
-def yoda(server):  # noqa: F811
-    proc = Proc([CLIENT, "127.0.0.1", str(server.port)])
-    login(proc, "yoda", "wise@!man")
-    return proc
+def hans_sees_yoda_arrive(server, tmp_path):  # noqa: F811
+    """hans in a terminal, then yoda through a pipe; hans has seen him log in."""
+    term = hans_in_a_terminal(server, tmp_path)
+    yoda = Proc([CLIENT, "127.0.0.1", str(server.port)])
+    login(yoda, "yoda", "wise@!man")
+    term.wait_row(STAMP + "yoda logged in")
+    return term, yoda
+
+
+def both_log_out(term, other):
+    term.type("logout\r")
+    assert term.finish() == 0
+    other.write("logout")
+    assert other.finish() == 0
 
 
 def test_a_half_typed_line_survives_incoming_messages(server, tmp_path):  # noqa: F811
-    term = hans_in_a_terminal(server, tmp_path)
-    other = yoda(server)
-    term.wait_row(STAMP + "yoda logged in")
+    term, other = hans_sees_yoda_arrive(server, tmp_path)
     term.type("message yoda half typ")
     term.wait(lambda t: t.input_line() == ("> message yoda half typ", 23), "the typed text")
     for i in range(3):
@@ -127,26 +135,18 @@ def test_a_half_typed_line_survives_incoming_messages(server, tmp_path):  # noqa
     assert rows[-1] == "> message yoda half typ"
     term.type("ed\r")
     other.expect("hans: half typed")
-    term.type("logout\r")
-    assert term.finish() == 0
-    other.write("logout")
-    assert other.finish() == 0
+    both_log_out(term, other)
 
 
 def test_tab_completes_commands_and_a_user_name(server, tmp_path):  # noqa: F811
-    term = hans_in_a_terminal(server, tmp_path)
-    other = yoda(server)
-    term.wait_row(STAMP + "yoda logged in")
+    term, other = hans_sees_yoda_arrive(server, tmp_path)
     term.type("mes\t")
     term.wait(lambda t: t.input_line() == ("> message", 10), "the completed command")
     term.type("yo\t")
     term.wait(lambda t: t.input_line() == ("> message yoda", 15), "the completed user name")
     term.type("hello from tab\r")
     other.expect("hans: hello from tab")
-    term.type("logout\r")
-    assert term.finish() == 0
-    other.write("logout")
-    other.finish()
+    both_log_out(term, other)
 
 
 def test_history_is_kept_in_the_data_directory(server, tmp_path):  # noqa: F811

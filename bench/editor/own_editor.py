@@ -5,22 +5,11 @@ Console reads keys; a 1 ms ticker greenlet records the hub's longest gap.
 """
 
 import sys
-import time
 
 import gevent
+from hubgap import report, ticker  # a sibling: these run as scripts
 
 from greenchat.console import Console
-
-gaps = []
-
-
-def ticker():
-    last = time.perf_counter()
-    while True:
-        gevent.sleep(0.001)
-        now = time.perf_counter()
-        gaps.append(now - last)
-        last = now
 
 
 def chatter(console):
@@ -39,7 +28,7 @@ def main():
             pass
     finally:
         console.stop_editing()
-    print(f"MAXGAP {max(gaps) * 1000:.1f} ms")
+    report()
 
 
 if __name__ == "__main__":

@@ -4,22 +4,11 @@ A greenlet prints a line every 50 ms through patch_stdout while the prompt
 runs in a pool thread; a 1 ms ticker greenlet records the hub's longest gap.
 """
 
-import time
 
 import gevent
+from hubgap import report, ticker  # a sibling: these run as scripts
 from prompt_toolkit import PromptSession
 from prompt_toolkit.patch_stdout import patch_stdout
-
-gaps = []
-
-
-def ticker():
-    last = time.perf_counter()
-    while True:
-        gevent.sleep(0.001)
-        now = time.perf_counter()
-        gaps.append(now - last)
-        last = now
 
 
 def chatter():
@@ -38,7 +27,7 @@ def main():
             if line == "quit":
                 break
             print(f"you typed {line}")
-    print(f"MAXGAP {max(gaps) * 1000:.1f} ms")
+    report()
 
 
 if __name__ == "__main__":
