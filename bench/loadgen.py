@@ -367,12 +367,15 @@ def cmd_conns(a):
     nready = eng.establish(conns, a.connect_window, t0 + a.run_timeout, progress)
     connect_s = time.perf_counter() - t0
     eng.settle(quiet=1.0)
-    rss = proc_rss_kb(a.pid)
+    rss_settled = proc_rss_kb(a.pid)
     cpu_i0 = proc_cpu_s(a.pid)
     end = time.perf_counter() + a.idle_seconds
     while time.perf_counter() < end:
         eng.poll(0.1)
     idle_cpu = proc_cpu_s(a.pid) - cpu_i0
+    # Per connection once idle: a server may shed per-connection state of
+    # idle clients (greenchat ends idle writer greenlets after 2-4 s).
+    rss = proc_rss_kb(a.pid)
     login_times.sort()
     print(json.dumps({
         "test": "conns", "target": a.max, "ready": nready,
@@ -381,7 +384,8 @@ def cmd_conns(a):
         "logins_per_s": round(nready / connect_s, 1) if connect_s else None,
         "login_ms_median": round(1000 * statistics.median(login_times), 2) if login_times else None,
         "login_ms_p99": round(1000 * pct(login_times, 99), 2) if login_times else None,
-        "server_rss_kb_baseline": rss0, "server_rss_kb_after": rss,
+        "server_rss_kb_baseline": rss0, "server_rss_kb_settled": rss_settled,
+        "server_rss_kb_after": rss,
         "rss_kb_per_conn": round((rss - rss0) / nready, 2) if nready else None,
         "server_cpu_s_idle": round(idle_cpu, 3), "marks": marks,
     }), flush=True)
@@ -411,7 +415,7 @@ def main(argv=None):
     c.add_argument("--max", type=int, default=10000)
     c.add_argument("--step", type=int, default=1000)
     c.add_argument("--connect-window", type=int, default=20)
-    c.add_argument("--idle-seconds", type=float, default=3.0)
+    c.add_argument("--idle-seconds", type=float, default=6.0)
     a = p.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

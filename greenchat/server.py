@@ -61,6 +61,9 @@ HASHING_THREADS = 2
 # measured at 3,000 logins, one mailbox entry per notice made ~N^2 of them,
 # which bounded the login rate and left the heap fragmented.
 PRESENCE_BATCH = 0.02
+# A connection's writer greenlet that wrote nothing for one to two of these
+# ends, and the next frame starts another: an idle one costs ~4 KB.
+WRITER_IDLE = 2.0
 # The longest a TLS handshake may take (capped by --login-timeout).
 TLS_HANDSHAKE_TIMEOUT = 10.0
 
@@ -165,6 +168,7 @@ class ChatServer:
         self._handshaking = 0                  # connections in their TLS handshake
         self._presence = []                    # (user, seq, frame) notices not yet sent
         self._presence_seq = 0                 # numbers presence events in order
+        self._sweeper = None
         self._presence_timer = None
         self.tls = (tls.server_context(config.tls_cert, config.tls_key)
                     if config.tls_cert else None)
@@ -187,6 +191,7 @@ class ChatServer:
         self.last_logout.update(self.store.last_logouts())
         for user, until in self.store.active_locks(now).items():
             self._start_lock_timer(user, until, until - now)
+        self._sweeper = gevent.spawn(self._retire_idle_writers)
         try:
             self.stream.start()
         except OSError as exc:
@@ -219,6 +224,8 @@ class ChatServer:
             timer.kill()
         if self._presence_timer is not None:
             self._presence_timer.kill()
+        if self._sweeper is not None:
+            self._sweeper.kill()
         self._hashing.kill()
         self.store.close()
         self._stopped.set()
@@ -544,6 +551,16 @@ class ChatServer:
         if self._presence_timer is None:
             self._presence_timer = gevent.spawn_later(PRESENCE_BATCH, self._flush_presence)
         return self._presence_seq
+
+    def _retire_idle_writers(self):
+        """Now and then, end the writer greenlets of connections that wrote
+        nothing lately (transport.Outbox.retire_if_idle)."""
+        while True:
+            gevent.sleep(WRITER_IDLE)
+            for count, session in enumerate(list(self.sessions)):
+                session.outbox.retire_if_idle()
+                if count % 1000 == 999:
+                    gevent.sleep(0)
 
     def _flush_presence(self):
         batch, self._presence = self._presence, []

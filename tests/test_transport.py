@@ -77,3 +77,36 @@ def test_frames_queued_behind_the_close_marker_are_unsent():
     assert outbox.close(5) == [1]
     a.close()
     assert [f["i"] for f in read_all(b)] == [0]
+
+
+def test_an_idle_writer_retires_and_the_next_frame_starts_another():
+    a, b = socket.socketpair()
+    outbox = Outbox(a)
+    outbox.put(frame(0))
+    gevent.sleep(0.05)
+    outbox.retire_if_idle()              # it wrote since the last call: stays
+    gevent.sleep(0.05)
+    assert outbox.greenlet is not None
+    outbox.retire_if_idle()              # nothing since: it ends
+    gevent.sleep(0.05)
+    assert outbox.greenlet is None
+    outbox.put(frame(1), record=1)
+    outbox.put(frame(2), record=2)
+    assert outbox.close(5) == []
+    a.close()
+    assert [f["i"] for f in read_all(b)] == [0, 1, 2]
+
+
+def test_retiring_a_busy_writer_loses_nothing():
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    outbox = Outbox(a)
+    for i in range(200):
+        outbox.put(frame(i, "x" * 3000), record=i)
+    gevent.sleep(0.05)                   # blocked: the peer is not reading
+    outbox.retire_if_idle()
+    outbox.retire_if_idle()
+    reader = gevent.spawn(read_all, b)
+    assert outbox.close(10) == []
+    a.close()
+    assert [f["i"] for f in reader.get(timeout=10)] == list(range(200))
