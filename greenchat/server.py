@@ -61,6 +61,7 @@ HASHING_THREADS = 2
 # measured at 3,000 logins, one mailbox entry per notice made ~N^2 of them,
 # which bounded the login rate and left the heap fragmented.
 PRESENCE_BATCH = 0.02
+PRESENCE_BATCH_MAX = 32
 # A connection's writer greenlet that wrote nothing for one to two of these
 # ends, and the next frame starts another: an idle one costs ~4 KB.
 WRITER_IDLE = 2.0
@@ -166,7 +167,7 @@ class ChatServer:
         self._pool = Pool(None)
         self._hashing = ThreadPool(HASHING_THREADS)
         self._handshaking = 0                  # connections in their TLS handshake
-        self._presence = []                    # (user, seq, frame) notices not yet sent
+        self._presence = []                    # (user, seq, users hidden from, frame) to send
         self._presence_seq = 0                 # numbers presence events in order
         self._sweeper = None
         self._presence_timer = None
@@ -546,11 +547,16 @@ class ChatServer:
         user does after a login or logout reaches anyone before its notice.
         """
         self._presence_seq += 1
-        self._presence.append((name, self._presence_seq,
+        seq = self._presence_seq
+        self._presence.append((name, seq, self.blocks.get(name, ()),
                                encode({"type": "presence", "user": name, "online": online})))
-        if self._presence_timer is None:
+        if len(self._presence) >= PRESENCE_BATCH_MAX:
+            # A flush costs up to (notices x recipients) for recipients that
+            # need their own selection: bounded, it never holds the hub long.
+            self._flush_presence()
+        elif self._presence_timer is None:
             self._presence_timer = gevent.spawn_later(PRESENCE_BATCH, self._flush_presence)
-        return self._presence_seq
+        return seq
 
     def _retire_idle_writers(self):
         """Now and then, end the writer greenlets of connections that wrote
@@ -569,24 +575,23 @@ class ChatServer:
             timer.kill(block=False)
         if not batch:
             return
-        shared = b"".join(frame for _, _, frame in batch)
+        shared = b"".join(frame for _, _, _, frame in batch)
         # Recipients that must not get all of the batch: its own users, users
         # one of them blocks, and users who came online after one of its
         # events (they were not there to see it). Everyone else gets the
         # same bytes.
-        names = {name for name, _, _ in batch}
-        special = set(names)
-        for name in names:
-            special.update(self.blocks.get(name, ()))
+        special = set()
+        for name, _, hidden, _ in batch:
+            special.add(name)
+            special.update(hidden)
         first = batch[0][1]
-        blocks = self.blocks
         for user, other in self.online.items():
-            if user not in special and other.online_since < first:
+            since = other.online_since
+            if since < first and user not in special:
                 other.deliver(shared)
                 continue
-            since = other.online_since
-            mine = b"".join(frame for name, seq, frame in batch
-                            if since < seq and name != user and user not in blocks.get(name, ()))
+            mine = b"".join([frame for name, seq, hidden, frame in batch
+                             if since < seq and name != user and user not in hidden])
             if mine:
                 other.deliver(mine)
 
