@@ -8,9 +8,9 @@ would starve every other greenlet; FrameReader therefore yields to the hub
 once it has worked for TIME_SLICE. Longer slices mean bigger batches for the
 writers (fewer send calls per delivery); shorter ones, fairer turns.
 
-Writing: Outbox is the one writer of a socket. Frames go into a gevent queue
-(put never blocks the producer; the server enforces its own limit on the
-length) and one greenlet drains it, joining everything waiting into one send:
+Writing: Outbox is the one writer of a socket. Frames go into a list (put
+never blocks the producer; the server enforces its own limit on the length)
+and one greenlet drains it, joining everything waiting into one send:
 measured here, that is what lets one greenlet fan a broadcast out to
 thousands at over a million deliveries a second.
 """
@@ -20,8 +20,8 @@ from time import monotonic
 
 import gevent
 from gevent import socket
+from gevent.event import Event
 from gevent.lock import Semaphore
-from gevent.queue import UnboundQueue
 
 from greenchat import tls
 from greenchat.codec import Decoder, encode
@@ -40,7 +40,6 @@ TIME_SLICE = 0.02
 RECV_SIZE = 65536
 MAX_BATCH = 1024
 _CLOSE = object()
-_RETIRE = object()
 
 
 class FrameReader:
@@ -110,13 +109,16 @@ class FrameReader:
 class Outbox:
     """The single writer of one socket: a mailbox drained by one greenlet.
 
-    The mailbox is a gevent UnboundQueue (put never blocks the producer; the
-    owner enforces its own limit on the length). A queued item is the frame's
-    bytes, or a (bytes, record) tuple when the owner wants `record` back
-    should the frame never be written. Bare bytes for everything else keep a
-    fan-out's per-recipient cost to one queue slot. UnboundQueue rather than
-    Queue: measured with tracemalloc, 1.8 KB against 3.5 KB a connection
-    (Queue keeps the deques a bounded queue needs for waiting producers).
+    A queued item is the frame's bytes, or a (bytes, record) tuple when the
+    owner wants `record` back should the frame never be written. Bare bytes
+    for everything else keep a fan-out's per-recipient cost to one list slot.
+
+    The mailbox is a FIFO list and a gevent Event, not a gevent.queue:
+    producers never wait (the owner enforces the limit), and the writer takes
+    the whole list at once. Measured here in one bench run each: with
+    UnboundQueue a fan-out cost 1.66 / 4.31 server CPU-s per million
+    deliveries at 100 / 1,000 receivers, against 1.09 / 2.65 with the list,
+    and a mailbox takes 1.8 KB (Queue 3.5 KB) against 0.3 KB (tracemalloc).
 
     An idle writer costs a parked greenlet (its saved C stack and frames,
     measured 3.9 KB): the owner calls `retire_if_idle` now and then, and a
@@ -127,86 +129,114 @@ class Outbox:
     def __init__(self, sock, limit=None):
         self.sock = sock
         self.limit = limit if limit is not None else float("inf")
-        self.queue = UnboundQueue()
+        self.items = []
+        self._start = 0           # items before this one are taken
         self.unsent = []          # items that never reached the socket
         self.failed = False
+        self._ready = Event()     # set while items wait for the writer
+        self._closing = False
+        self._retiring = False
         self._wrote = False       # a batch went out since the last retire_if_idle
         self.greenlet = gevent.spawn(self._run)
 
     def __len__(self):
-        return self.queue.qsize()
+        return len(self.items) - self._start
 
     def put(self, frame, record=None):
         """Queue a frame; False (and nothing queued) if `limit` frames wait already."""
-        queue = self.queue
-        if queue.qsize() >= self.limit:
+        items = self.items
+        if len(items) - self._start >= self.limit:
             return False
-        queue.put_nowait(frame if record is None else (frame, record))
-        if self.greenlet is None:
-            self.greenlet = gevent.spawn(self._run)
+        items.append(frame if record is None else (frame, record))
+        if len(items) == 1:
+            self._wake()
         return True
 
     def send(self, message):
         """Encode a frame dict and queue it, whatever the limit."""
-        self._put_marker(encode(message))
+        self._append(encode(message))
 
-    def _put_marker(self, item):
-        self.queue.put_nowait(item)
+    def _append(self, item):
+        self.items.append(item)
+        if len(self.items) == 1:
+            self._wake()
+
+    def _wake(self):
         if self.greenlet is None:
             self.greenlet = gevent.spawn(self._run)
+        else:
+            self._ready.set()
 
     def retire_if_idle(self):
         """End the writer if it has written nothing since the last call."""
         if self._wrote:
             self._wrote = False
-        elif self.greenlet is not None and not self.queue.qsize() and not self.failed:
-            self.queue.put_nowait(_RETIRE)
+        elif self.greenlet is not None and not self.items and not self._closing \
+                and not self.failed:
+            self._retiring = True
+            self._ready.set()
+
+    def _take(self):
+        """Up to MAX_BATCH waiting items, oldest first."""
+        items, start = self.items, self._start
+        end = min(len(items), start + MAX_BATCH)
+        if end == len(items):
+            # The usual case: everything, by swapping the list.
+            self.items, self._start = [], 0
+            return items[start:] if start else items
+        batch = items[start:end]
+        if end * 2 > len(items):
+            del items[:end]          # compact: amortised O(1) an item
+            end = 0
+        self._start = end
+        return batch
 
     def close(self, timeout):
         """Flush what is queued, then stop; after `timeout` seconds, give up.
 
         Returns the records of every frame that was not written, in order.
         """
-        self._put_marker(_CLOSE)
+        self._closing = True
+        self._append(_CLOSE)
         writer = self.greenlet
         writer.join(timeout)
         if not writer.dead:
             writer.kill(block=True, timeout=1)
-        while self.queue.qsize():
-            item = self.queue.get_nowait()
-            if item is not _CLOSE and item is not _RETIRE:
-                self.unsent.append(item)
+        self.unsent.extend(item for item in self.items[self._start:] if item is not _CLOSE)
+        self.items, self._start = [], 0
         return [item[1] for item in self.unsent if item.__class__ is tuple]
 
     def _run(self):
-        get, get_nowait, queue = self.queue.get, self.queue.get_nowait, self.queue
         send = self.sock.send
+        ready = self._ready
         batch = []
         sent = 0
         try:
             while True:
-                first = get()
-                if first is _RETIRE:
-                    if queue.qsize():
-                        continue          # mail came after the sweep: stay
-                    self.greenlet = None
-                    return
+                if len(self.items) == self._start:
+                    if self._retiring:
+                        self._retiring = False
+                        self.greenlet = None
+                        return
+                    ready.clear()
+                    ready.wait()
+                    continue
                 self._wrote = True
-                batch = [first]
+                batch = self._take()
                 sent = 0
                 # Stop at the close marker: frames queued after it (a late
                 # control frame) are the owner's to collect as unsent.
-                while batch[-1] is not _CLOSE and queue.qsize() and len(batch) < MAX_BATCH:
-                    batch.append(get_nowait())
-                closing = batch[-1] is _CLOSE
+                closing = self._closing and _CLOSE in batch
                 if closing:
-                    batch.pop()
+                    at = batch.index(_CLOSE)
+                    self.items[self._start:self._start] = batch[at + 1:]
+                    del batch[at:]
                 if batch:
                     # send() in a loop, not sendall(): gevent's sendall asks the
                     # kernel for SO_SNDBUF on every call, a fifth of the server's
                     # time in a fan-out profile.
                     data = b"".join([item if item.__class__ is bytes else item[0]
-                                     for item in batch if item is not _RETIRE])
+                                     for item in batch])
                     sent = send(data)
                     if sent < len(data):
                         view = memoryview(data)
@@ -222,7 +252,7 @@ class Outbox:
                     return
         except BaseException as exc:  # noqa: B902 - GreenletExit included: keep the batch
             self.failed = True
-            self.unsent.extend(_not_written([i for i in batch if i is not _RETIRE], sent))
+            self.unsent.extend(_not_written(batch, sent))
             if not isinstance(exc, (OSError, gevent.GreenletExit)):
                 log.exception("writer failed")
 

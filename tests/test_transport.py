@@ -71,7 +71,8 @@ def test_frames_queued_behind_the_close_marker_are_unsent():
     outbox = Outbox(a)
     outbox.put(frame(0), record=0)
     # The marker, then a late frame, before the writer runs at all.
-    outbox.queue.put_nowait(_CLOSE)
+    outbox._closing = True
+    outbox._append(_CLOSE)
     outbox.put(frame(1), record=1)
     assert outbox.close(5) == [1]
     a.close()
