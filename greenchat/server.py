@@ -4,9 +4,9 @@ Strategy
 - A gevent StreamServer spawns `_handle` in a greenlet for each connection.
   That greenlet is the connection's only reader; it walks the connection
   through hello, login and the command loop, and tears it down.
-- Each connection's Outbox (transport.py) is its only writer: a gevent Queue
-  (the user's mailbox) drained by one writer greenlet. Whoever sends to a user
-  puts an already-encoded frame in that queue and never blocks on the
+- Each connection's Outbox (transport.py) is its only writer: a FIFO mailbox
+  woken through a gevent Event and drained by one writer greenlet. Whoever
+  sends to a user puts an already-encoded frame in it and never blocks on the
   recipient's socket, so a slow reader delays nobody else. A broadcast is
   encoded once and the same bytes are queued for every recipient.
 - Idle logout is the reader's receive timeout, counted from the last command.
@@ -21,6 +21,11 @@ Strategy
   thread runs calls in order, so no later message or login overtakes it.
 - Blocks and last-logout times are kept in memory (loaded at start, written
   through to the store), so broadcast and `whoelse` never wait on SQLite.
+- Presence notices go out in batches (20 ms or 128 notices): one mailbox
+  entry per recipient per batch, not per notice, so N logins cost N^2
+  bytes but not N^2 wake-ups. Every command flushes the batch first.
+- A writer greenlet that wrote nothing for 2-4 s ends; the next frame for
+  that user starts another, so idle users cost one greenlet, not two.
 
 Every command handler is a `cmd_<name>` method; the table in commands.py
 declares the arguments, and `_dispatch` is the one path that parses, checks
