@@ -1,19 +1,11 @@
 """Limits (issue 5): command rate, connections overall and per address."""
 
 import gevent
-import pytest
 from gevent import socket
 
 from greenchat import texts
 from greenchat.limits import TokenBucket
-from support import Agent, ServerFactory, exchange_until_closed
-
-
-@pytest.fixture
-def make_server(tmp_path):
-    factory = ServerFactory(tmp_path)
-    yield factory
-    factory.stop_all()
+from support import Agent, exchange_until_closed
 
 
 def test_token_bucket():

@@ -16,10 +16,8 @@ USERS = ["alice", "bob", "carol", "dave"]
 
 
 @pytest.fixture
-def server(tmp_path):
-    factory = ServerFactory(tmp_path)
-    yield factory(USERS, timeout=30)
-    factory.stop_all()
+def server(make_server):
+    return make_server(USERS, timeout=30)
 
 
 @pytest.fixture

@@ -9,16 +9,9 @@ from gevent import socket
 
 from greenchat import texts
 from greenchat.codec import encode
-from support import PASSWORD, Agent, ServerFactory, exchange_until_closed
+from support import PASSWORD, Agent, exchange_until_closed
 
 USERS = ["alice", "bob", "carol", "dave"]
-
-
-@pytest.fixture
-def make_server(tmp_path):
-    factory = ServerFactory(tmp_path)
-    yield factory
-    factory.stop_all()
 
 
 @pytest.fixture

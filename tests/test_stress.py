@@ -24,7 +24,7 @@ from gevent.event import Event
 
 from greenchat import texts
 from greenchat.codec import Decoder, encode
-from support import PASSWORD, Agent, ServerFactory, run_all
+from support import PASSWORD, Agent, run_all
 
 SCALE = float(os.environ.get("GREENCHAT_STRESS_SCALE", "1"))
 
@@ -85,20 +85,13 @@ def blocked_reports(hub_monitor):
     gc.unfreeze()
 
 
-@pytest.fixture
-def start_server(tmp_path):
-    factory = ServerFactory(tmp_path)
-    yield factory
-    factory.stop_all()
-
-
 # 500 clients, a random mix of everything ---------------------------------
 
 def test_random_mix_loses_duplicates_reorders_and_crosses_blocks_nothing(
-        start_server, blocked_reports):
+        make_server, blocked_reports):
     n_clients, n_ops = scaled(500), 12
     names = [f"user{i}" for i in range(n_clients)]
-    server = start_server(names)
+    server = make_server(names)
     agents = {name: Agent(name, server.address) for name in names}
     messages = []             # (sender, recipient, text, accepted)
     broadcasts = []           # (sender, text, sent_at, replied_at)
@@ -240,9 +233,9 @@ def blocks_during(agent, sender, until):
 
 # Lock storm --------------------------------------------------------------
 
-def test_lock_storm_gives_exact_texts_and_releases_on_time(start_server, blocked_reports):
+def test_lock_storm_gives_exact_texts_and_releases_on_time(make_server, blocked_reports):
     block_duration = 2.0
-    server = start_server(["victim", "bystander"], block_duration=block_duration)
+    server = make_server(["victim", "bystander"], block_duration=block_duration)
     n = scaled(200, least=5)
     attempts = [Agent("victim", server.address) for _ in range(n)]
     with gevent.Timeout(60):
@@ -274,11 +267,11 @@ def test_lock_storm_gives_exact_texts_and_releases_on_time(start_server, blocked
 # Idle storm --------------------------------------------------------------
 
 def test_idle_storm_logs_everyone_out_and_every_presence_notice_arrives(
-        start_server, blocked_reports):
+        make_server, blocked_reports):
     n = scaled(500)
     timeout = 3.0
     names = [f"idle{i}" for i in range(n)]
-    server = start_server(names + ["watcher"], timeout=timeout)
+    server = make_server(names + ["watcher"], timeout=timeout)
     watcher = Agent("watcher", server.address)
     assert watcher.login()["status"] == "ok"
     agents = [Agent(name, server.address) for name in names]
@@ -322,14 +315,14 @@ def test_idle_storm_logs_everyone_out_and_every_presence_notice_arrives(
 
 # Slow consumer -----------------------------------------------------------
 
-def test_slow_consumer_delays_nobody_and_loses_nothing(start_server, blocked_reports):
+def test_slow_consumer_delays_nobody_and_loses_nothing(make_server, blocked_reports):
     limit = 200
     n_fast, n_waves = scaled(50), 1000
     # Direct messages big enough to overrun the kernel's socket buffers
     # (up to 4 MB of send buffer here) and then the mailbox.
     n_direct, pad = 2000, "d" * 4000
     names = ["sender", "slow"] + [f"fast{i}" for i in range(n_fast)]
-    server = start_server(names, mailbox_limit=limit)
+    server = make_server(names, mailbox_limit=limit)
     sender = Agent("sender", server.address)
     fast = [Agent(f"fast{i}", server.address) for i in range(n_fast)]
     run_all([gevent.spawn(a.login) for a in [sender] + fast], 30)

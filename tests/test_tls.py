@@ -15,7 +15,7 @@ from greenchat.client import Client
 from greenchat.config import ClientConfig
 from greenchat.console import Console
 from greenchat.errors import ConfigError, TLSError
-from support import Agent, HubTicker, Screen, ServerFactory, User, run_all
+from support import Agent, HubTicker, Screen, User, run_all
 
 USERS = ["alice", "bob", "carol"]
 
@@ -28,15 +28,8 @@ def pair(tmp_path):
 
 
 @pytest.fixture
-def factory(tmp_path):
-    made = ServerFactory(tmp_path)
-    yield made
-    made.stop_all()
-
-
-@pytest.fixture
-def server(factory, pair):
-    return factory(USERS, tls_cert=pair[0], tls_key=pair[1])
+def server(make_server, pair):
+    return make_server(USERS, tls_cert=pair[0], tls_key=pair[1])
 
 
 @pytest.fixture
@@ -120,10 +113,10 @@ def test_system_cas_refuse_a_self_signed_server(server, capsys):
     assert "self-signed certificate" in capsys.readouterr().err
 
 
-def test_host_name_must_match_the_certificate(factory, tmp_path, capsys):
+def test_host_name_must_match_the_certificate(make_server, tmp_path, capsys):
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     certs.write_pair(*certs.make_pair("elsewhere", names=("elsewhere.example",)), cert, key)
-    server = factory(USERS, tls_cert=str(cert), tls_key=str(key))
+    server = make_server(USERS, tls_cert=str(cert), tls_key=str(key))
     status, _ = run_client(server.address, tls=True, ca=str(cert))
     assert status == 1
     assert "IP address mismatch" in capsys.readouterr().err
@@ -135,8 +128,8 @@ def test_plain_text_client_on_a_tls_port_is_told(server):
     assert texts.TLS_REQUIRED in screen.lines
 
 
-def test_tls_client_on_a_plain_port_is_told_quickly(factory, capsys):
-    plain = factory(USERS)
+def test_tls_client_on_a_plain_port_is_told_quickly(make_server, capsys):
+    plain = make_server(USERS)
     started = time.monotonic()
     status, _ = run_client(plain.address, tls=True, insecure=True)
     assert status == 1
@@ -145,9 +138,9 @@ def test_tls_client_on_a_plain_port_is_told_quickly(factory, capsys):
     assert "TLS handshake failed" in err and "does the server use TLS?" in err
 
 
-def test_silent_and_garbage_handshakes_cost_nobody_else(factory, pair, monkeypatch):
+def test_silent_and_garbage_handshakes_cost_nobody_else(make_server, pair, monkeypatch):
     monkeypatch.setattr(server_module, "TLS_HANDSHAKE_TIMEOUT", 0.5)
-    server = factory(USERS, tls_cert=pair[0], tls_key=pair[1])
+    server = make_server(USERS, tls_cert=pair[0], tls_key=pair[1])
     silent = [socket.create_connection(server.address) for _ in range(20)]
     garbage = socket.create_connection(server.address)
     garbage.sendall(b"\x16\x03\x01\x00\x05junkjunkjunk")
