@@ -63,6 +63,7 @@ STYLES = {
     "self": "\033[1;33m",          # bold yellow: a message that names you
 }
 RESET = "\033[0m"
+CLEAR_LINE = "\r\x1b[K"          # to the line's start, then erase it
 HISTORY_BYTES = 256 * 1024
 
 
@@ -101,7 +102,7 @@ class Console:
             line = time.strftime("[%H:%M] ") + line
         if self.editor is not None:
             # Above the input line, which is then drawn again as it was.
-            self._write("\r\x1b[K" + line + "\n" + self.editor.render(self._width))
+            self._write(CLEAR_LINE + line + "\n" + self.editor.render(self._width))
         else:
             self._write(line + "\n")
 
@@ -119,8 +120,8 @@ class Console:
         try:
             self.out.write(text)
             self.out.flush()
-        except OSError:
-            pass         # the terminal or pipe is gone; the session ends anyway
+        except (OSError, ValueError):
+            pass         # the terminal or pipe is gone (or closed); the session ends anyway
 
     # The input line ---------------------------------------------------------
 
@@ -152,10 +153,7 @@ class Console:
         if self._saved_mode is None:
             return
         saved, self._saved_mode, self.editor = self._saved_mode, None, None
-        try:
-            self._write("\r\x1b[K")
-        except (OSError, ValueError):
-            pass
+        self._write(CLEAR_LINE)
         try:
             termios.tcsetattr(self.in_fd, termios.TCSADRAIN, saved)
         except termios.error:
@@ -179,7 +177,7 @@ class Console:
         """Ctrl-Z: the shell gets its terminal back; on `fg`, ours again."""
         if self._saved_mode is None:
             return
-        self._write("\r\x1b[K")
+        self._write(CLEAR_LINE)
         termios.tcsetattr(self.in_fd, termios.TCSADRAIN, self._saved_mode)
         os.kill(os.getpid(), signal.SIGSTOP)
         # Continued.
@@ -194,6 +192,15 @@ class Console:
     def _read_edited_line(self):
         editor = self.editor
         while True:
+            # The input line is drawn once per batch of keys (start_editing
+            # drew it first, and Enter draws it fresh).
+            if not self._keys:
+                chunk = self._read_chunk()
+                if not chunk:
+                    return None
+                self._keys.extend(self._decoder.feed(chunk))
+                if self.editor is None:          # stopped while we waited
+                    return None
             while self._keys:
                 outcome = editor.handle(self._keys.popleft())
                 if outcome is None:
@@ -201,7 +208,7 @@ class Console:
                 if outcome[0] == ENTER:
                     line = outcome[1]
                     # The typed line stays in the scrollback, as a shell's does.
-                    self._write("\r\x1b[K" + editor.prompt + line + "\n")
+                    self._write(CLEAR_LINE + editor.prompt + line + "\n")
                     append_history(self._history_path, line)
                     self._draw()
                     return line
@@ -211,12 +218,6 @@ class Console:
                     for line in outcome[1]:
                         self.show(line)
             self._draw()
-            chunk = self._read_chunk()
-            if not chunk:
-                return None
-            self._keys.extend(self._decoder.feed(chunk))
-            if self.editor is None:          # stopped while we waited
-                return None
 
     # Input ------------------------------------------------------------------
 
