@@ -567,16 +567,6 @@ class ChatServer:
             self._presence_timer = gevent.spawn_later(PRESENCE_BATCH, self._flush_presence)
         return seq
 
-    def _retire_idle_writers(self):
-        """Now and then, end the writer greenlets of connections that wrote
-        nothing lately (transport.Outbox.retire_if_idle)."""
-        while True:
-            gevent.sleep(WRITER_IDLE)
-            for count, session in enumerate(list(self.sessions)):
-                session.outbox.retire_if_idle()
-                if count % 1000 == 999:
-                    gevent.sleep(0)
-
     def _flush_presence(self):
         batch, self._presence = self._presence, []
         timer, self._presence_timer = self._presence_timer, None
@@ -603,6 +593,16 @@ class ChatServer:
                              if since < seq and name != user and user not in hidden])
             if mine:
                 other.deliver(mine)
+
+    def _retire_idle_writers(self):
+        """Now and then, end the writer greenlets of connections that wrote
+        nothing lately (transport.Outbox.retire_if_idle)."""
+        while True:
+            gevent.sleep(WRITER_IDLE)
+            for count, session in enumerate(list(self.sessions)):
+                session.outbox.retire_if_idle()
+                if count % 1000 == 999:
+                    gevent.sleep(0)
 
     # Account locks ----------------------------------------------------------
 
