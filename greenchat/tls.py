@@ -36,10 +36,16 @@ from greenchat.errors import ConfigError, TLSError
 HANDSHAKE_RECORD = 0x16
 
 
+def _context(protocol):
+    """A gevent context for `protocol`, TLS 1.2 at the least."""
+    context = gssl.SSLContext(protocol)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def server_context(cert_file, key_file):
     """A server context for the certificate chain in `cert_file`; ConfigError if unusable."""
-    context = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context = _context(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(cert_file, key_file)
     except (OSError, ssl.SSLError) as exc:
@@ -51,8 +57,7 @@ def server_context(cert_file, key_file):
 def client_context(ca_file=None, insecure=False):
     """A client context: verifies the server against `ca_file` (or the system's
     CAs) and its host name, unless `insecure`."""
-    context = gssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context = _context(ssl.PROTOCOL_TLS_CLIENT)
     if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -76,8 +81,7 @@ def session_identity(user_hint="greenchat-peer"):
     only this user can read.
     """
     cert_pem, key_pem = certs.make_pair(user_hint, names=())
-    context = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context = _context(ssl.PROTOCOL_TLS_SERVER)
     directory = tempfile.mkdtemp(prefix="greenchat-")
     try:
         cert_path = os.path.join(directory, "cert.pem")
@@ -91,8 +95,7 @@ def session_identity(user_hint="greenchat-peer"):
 
 def pinned_context():
     """A client context for a private link: no CA, the pin is checked after."""
-    context = gssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context = _context(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
