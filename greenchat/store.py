@@ -14,6 +14,13 @@ and one dispatcher greenlet feeds the thread from that queue.
 
 The database is in WAL mode with synchronous=FULL: when a method returns, its
 transaction is on disk, so an acknowledged offline message survives kill -9.
+
+Group commit: the calls waiting when the thread comes free run together in
+one transaction, each inside its own savepoint (a call that fails is rolled
+back alone and raises in its caller; the others still commit). One fsync
+then serves them all: measured at 10,000 logins, one transaction a call left
+the store thousands of logins behind, each holding its session half-open.
+
 Nothing else in greenchat imports sqlite3.
 """
 
@@ -30,6 +37,9 @@ from greenchat.errors import StoreError
 
 # A store call that takes longer than this has failed (a wedged disk).
 CALL_TIMEOUT = 60.0
+# At most this many calls share one transaction, so one group's commit
+# stays short.
+GROUP_MAX = 256
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS offline (
@@ -88,9 +98,11 @@ class Store:
         db.executescript(SCHEMA)
         self._db = db
 
-    def _call(self, func, *args):
+    def _call(self, func, *args, grouped=False):
+        """Run func(*args) in the store thread; with `grouped`, func(db, *args)
+        inside a transaction shared with the calls queued beside it."""
         result = AsyncResult()
-        self._jobs.put_nowait((func, args, result))
+        self._jobs.put_nowait((func, args, result, grouped))
         try:
             return result.get(timeout=CALL_TIMEOUT)
         except sqlite3.Error as exc:
@@ -99,30 +111,63 @@ class Store:
             raise StoreError(f"database {self.path}: no answer in {CALL_TIMEOUT}s") from None
 
     def _dispatch(self):
+        jobs = self._jobs
         while True:
-            func, args, result = self._jobs.get()
+            job = jobs.get()
+            func, args, result, grouped = job
             if func is None:
                 return
+            if not grouped:
+                try:
+                    result.set(self._pool.apply(func, args))
+                except Exception as exc:  # handed to the caller, raised there
+                    result.set_exception(exc)
+                continue
+            group = [job]
+            while len(group) < GROUP_MAX and not jobs.empty() and jobs.peek_nowait()[3]:
+                group.append(jobs.get_nowait())
             try:
-                result.set(self._pool.apply(func, args))
-            except Exception as exc:  # handed to the caller, raised there
-                result.set_exception(exc)
+                outcomes = self._pool.apply(self._run_group, (group,))
+            except Exception as exc:  # the transaction itself failed: every call did
+                outcomes = [(False, exc)] * len(group)
+            for (_, _, result, _), (ok, value) in zip(group, outcomes):
+                if ok:
+                    result.set(value)
+                else:
+                    result.set_exception(value)
+
+    def _run_group(self, group):
+        """In the store thread: one transaction, a savepoint per call.
+
+        Returns [(ok, value or exception)] in the order of `group`.
+        """
+        db = self._db
+        if db is None:
+            raise StoreError("store is closed")
+        outcomes = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for func, args, _, _ in group:
+                db.execute("SAVEPOINT call")
+                try:
+                    value = func(db, *args)
+                except Exception as exc:
+                    db.execute("ROLLBACK TO call")
+                    db.execute("RELEASE call")
+                    outcomes.append((False, exc))
+                else:
+                    db.execute("RELEASE call")
+                    outcomes.append((True, value))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return outcomes
 
     def _transaction(self, func, *args):
-        """Run func(db, *args) in the store thread inside one transaction."""
-        def run():
-            db = self._db
-            if db is None:
-                raise StoreError("store is closed")
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = func(db, *args)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
-        return self._call(run)
+        """Run func(db, *args) in the store thread, committed on return."""
+        return self._call(func, *args, grouped=True)
 
     def close(self):
         def run():
@@ -132,7 +177,7 @@ class Store:
         try:
             self._call(run)
         finally:
-            self._jobs.put_nowait((None, (), None))
+            self._jobs.put_nowait((None, (), None, False))
             self._dispatcher.join(timeout=CALL_TIMEOUT)
             self._pool.kill()
 

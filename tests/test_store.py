@@ -6,6 +6,7 @@ import time
 import gevent
 import pytest
 
+from greenchat.errors import StoreError
 from greenchat.store import Store
 from support import HubTicker
 
@@ -115,3 +116,32 @@ def test_store_work_does_not_stall_the_hub(store):
     longest = ticker.stop()
     assert len(ticker.gaps) > 20
     assert longest < 0.05, f"hub stalled {longest * 1000:.1f} ms during {elapsed:.2f} s"
+
+
+def test_concurrent_calls_share_transactions_and_fail_alone(store, monkeypatch):
+    """Calls queued together commit together (one fsync for many logins), and
+    one that fails is rolled back alone: the rest still land, in order."""
+    groups = []
+    run_group = store._run_group
+    monkeypatch.setattr(store, "_run_group", lambda group: groups.append(len(group)) or
+                        run_group(group))
+
+    def save(i):
+        if i == 50:
+            # Five values for four columns: SQLite refuses it.
+            store.save_offline([("bob", "alice", "bad", 1.0, "extra")])
+        else:
+            store.save_offline([("bob", "alice", str(i), float(i))])
+
+    workers = [gevent.spawn(save, i) for i in range(100)]
+    gevent.joinall(workers, timeout=30)
+    assert all(w.dead for w in workers)
+    failed = [i for i, w in enumerate(workers) if w.exception is not None]
+    assert failed == [50]
+    assert isinstance(workers[50].exception, StoreError)
+    sizes = list(groups)
+    assert [text for _, text, _ in store.take_offline("bob")] == \
+        [str(i) for i in range(100) if i != 50]
+    # 99 successful calls plus the failed one, in far fewer transactions.
+    assert sum(sizes) == 100
+    assert len(sizes) < 10, sizes
