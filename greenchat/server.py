@@ -21,9 +21,10 @@ Strategy
   thread runs calls in order, so no later message or login overtakes it.
 - Blocks and last-logout times are kept in memory (loaded at start, written
   through to the store), so broadcast and `whoelse` never wait on SQLite.
-- Presence notices go out in batches (20 ms or 128 notices): one mailbox
-  entry per recipient per batch, not per notice, so N logins cost N^2
-  bytes but not N^2 wake-ups. Every command flushes the batch first.
+- Presence notices go out in batches (20 ms, or N/20,000 s with N users
+  online, or 128 notices): one mailbox entry per recipient per batch, not
+  per notice, so N logins cost N^2 bytes but not N^2 wake-ups. Every
+  command flushes the batch first.
 - A writer greenlet that wrote nothing for 2-4 s ends; the next frame for
   that user starts another, so idle users cost one greenlet, not two.
 
@@ -66,6 +67,12 @@ HASHING_THREADS = 2
 # measured at 3,000 logins, one mailbox entry per notice made ~N^2 of them,
 # which bounded the login rate and left the heap fragmented.
 PRESENCE_BATCH = 0.02
+# ...or longer with over 400 users online: a flush makes one delivery per
+# user, and the wait grows so that flushes make at most this many a second
+# (0.5 s at 10,000 users). With a fixed 20 ms, measured at 5,000 logins,
+# flushes of a few notices each took the whole CPU and logins ran at
+# 150-190/s; at 50,000 a second, 230-250/s; at 20,000, 300-380/s.
+PRESENCE_DELIVERIES = 20_000
 # ...or once this many are waiting. A flush costs up to (notices x the
 # recipients needing their own selection); measured at 5,000 users with
 # garbage collection off, the longest flush took 36 ms at 128. A cap of 32
@@ -550,7 +557,8 @@ class ChatServer:
     def _announce(self, name, online):
         """Tell every other online user, soon, that `name` came or went.
 
-        Notices are gathered for PRESENCE_BATCH and go out together: one
+        Notices are gathered for PRESENCE_BATCH (longer with over 1,000
+        users online: PRESENCE_DELIVERIES) and go out together: one
         mailbox entry per recipient for the whole batch instead of one per
         notice. Every command flushes the batch before it runs, so nothing a
         user does after a login or logout reaches anyone before its notice.
@@ -564,8 +572,13 @@ class ChatServer:
             # need their own selection: bounded, it never holds the hub long.
             self._flush_presence()
         elif self._presence_timer is None:
-            self._presence_timer = gevent.spawn_later(PRESENCE_BATCH, self._flush_presence)
+            self._presence_timer = gevent.spawn_later(self.presence_wait(),
+                                                      self._flush_presence)
         return seq
+
+    def presence_wait(self):
+        """How long a presence notice may wait for others to go out with."""
+        return max(PRESENCE_BATCH, len(self.online) / PRESENCE_DELIVERIES)
 
     def _flush_presence(self):
         batch, self._presence = self._presence, []

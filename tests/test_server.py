@@ -9,6 +9,7 @@ from gevent import socket
 
 from greenchat import texts
 from greenchat.codec import encode
+from greenchat.server import PRESENCE_BATCH, PRESENCE_DELIVERIES
 from support import PASSWORD, Agent, exchange_until_closed
 
 USERS = ["alice", "bob", "carol", "dave"]
@@ -419,3 +420,15 @@ def test_presence_is_batched_but_keeps_order_and_who_was_there(server):
     assert carol.frames("presence") == []
     assert [(f["user"], f["online"]) for _, f in bob.frames("presence")] == [
         ("alice", False), ("carol", True)]
+
+
+def test_presence_waits_longer_only_with_many_users_online(server):
+    # The wait bounds presence deliveries to PRESENCE_DELIVERIES a second.
+    assert server.presence_wait() == PRESENCE_BATCH
+    server.online.update({f"ghost{i}": None for i in range(10_000)})
+    try:
+        assert server.presence_wait() == pytest.approx(0.5)
+        assert 10_000 / server.presence_wait() <= PRESENCE_DELIVERIES
+    finally:
+        for i in range(10_000):
+            del server.online[f"ghost{i}"]
