@@ -93,6 +93,11 @@ class FrameReader:
                     return
                 finally:
                     timer.close()
+                    # Once raised, the timer holds a traceback through this
+                    # frame, whose local holds the timer: a reference cycle
+                    # that would keep the whole session alive until a full
+                    # collection (never, once frozen: see runtime.py).
+                    del timer
             if not data:
                 if self.decoder.pending:
                     raise ConnectionLost("connection closed in the middle of a frame")
