@@ -13,6 +13,7 @@ import gevent
 
 from greenchat.config import parse_client_args, parse_server_args, setup_logging
 from greenchat.errors import GreenchatError
+from greenchat.runtime import tune_server_process
 
 log = logging.getLogger("greenchat")
 
@@ -35,9 +36,7 @@ def build_server(config):
 def server_main(argv=None):
     config = parse_server_args(sys.argv[1:] if argv is None else argv)
     setup_logging(config.log_level)
-    # gevent keeps each greenlet's spawn tree and stack by default: 1 KB and
-    # more per connection that only a debugger reads.
-    gevent.config.track_greenlet_tree = False
+    tune_server_process()
     try:
         server = build_server(config)
         try:
