@@ -6,8 +6,10 @@ prints one table; the figures also go to bench/results/latest.json.
 
 Servers: `greenchat` (bin/greenchat-server), `threaded` (bench/threaded_server.py:
 the original design, a thread per connection and condition variables, for the
-ratio), and `ngircd` (the C IRC server in ../shared/anchors, driven by its own
-load generator) when it is installed: figures only compare within one run.
+ratio), `floor` (bench/floor_relay.py: the least a gevent server speaking the
+same JSON lines can do; round trip only), and `ngircd` (the C IRC server in
+../shared/anchors, driven by its own load generator) when it is installed:
+figures only compare within one run.
 
 Workloads: fan-out to 100 and 1000 receivers, 1-to-1 round trips, and idle
 logged-in connections. Every run is bounded in count and time.
@@ -89,6 +91,11 @@ def start_threaded(workdir, credentials):
         "--credentials", credentials], workdir)
 
 
+def start_floor(workdir, credentials):
+    return Server("floor", [sys.executable, os.path.join(HERE, "floor_relay.py"), "--port", "0"],
+                  workdir)
+
+
 def loadgen(server, args, timeout):
     cmd = [sys.executable, LOADGEN, "--port", str(server.port), "--pid", str(server.pid),
            "--run-timeout", str(timeout)] + args
@@ -135,9 +142,10 @@ def run_ngircd(plan, timeout):
     return results
 
 
-def run_chat_server(start, workdir, credentials, plan, timeout, with_conns=True):
+def run_chat_server(start, workdir, credentials, plan, timeout, with_conns=True,
+                    with_fanout=True):
     results = {}
-    for key, n, m in plan["fanout"]:
+    for key, n, m in plan["fanout"] if with_fanout else ():
         server = start(workdir, credentials)
         try:
             results[key] = loadgen(server, ["fanout", "-n", str(n), "-m", str(m)], timeout)
@@ -199,8 +207,9 @@ def table(all_results):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--servers", default="greenchat,threaded,ngircd",
-                   help="comma-separated: greenchat, threaded, ngircd (skipped if not installed)")
+    p.add_argument("--servers", default="greenchat,threaded,floor,ngircd",
+                   help="comma-separated: greenchat, threaded, floor, ngircd (skipped if not "
+                        "installed)")
     p.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     p.add_argument("--conns", type=int, default=10000, help="idle clients to try (0: skip)")
     p.add_argument("--timeout", type=float, default=120.0, help="bound per run, seconds")
@@ -229,6 +238,9 @@ def main(argv=None):
                 # A thread per connection: 10,000 of them is not the point here.
                 results[name] = run_chat_server(start_threaded, workdir, credentials, plan,
                                                 a.timeout, with_conns=False)
+            elif name == "floor":
+                results[name] = run_chat_server(start_floor, workdir, credentials, plan,
+                                                a.timeout, with_conns=False, with_fanout=False)
             elif name == "ngircd":
                 if ngircd_available() and os.path.isdir(ANCHOR):
                     results[name] = run_ngircd(plan, a.timeout)
