@@ -18,7 +18,6 @@ from greenchat.errors import FrameTooLarge, MalformedFrame
 DEFAULT_MAX_FRAME = 64 * 1024
 
 
-
 def _compact_dumps(ensure_ascii):
     """A compact JSON encoder function, made once.
 

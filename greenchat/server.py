@@ -557,7 +557,7 @@ class ChatServer:
     def _announce(self, name, online):
         """Tell every other online user, soon, that `name` came or went.
 
-        Notices are gathered for PRESENCE_BATCH (longer with over 1,000
+        Notices are gathered for PRESENCE_BATCH (longer with over 400
         users online: PRESENCE_DELIVERIES) and go out together: one
         mailbox entry per recipient for the whole batch instead of one per
         notice. Every command flushes the batch before it runs, so nothing a
