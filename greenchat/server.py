@@ -76,7 +76,9 @@ PRESENCE_DELIVERIES = 20_000
 # ...or once this many are waiting. A flush costs up to (notices x the
 # recipients needing their own selection); measured at 5,000 users with
 # garbage collection off, the longest flush took 36 ms at 128. A cap of 32
-# cut the login rate at 10,000 users from 1,100/s to 600-740/s.
+# cut the login rate at 10,000 users from 322/s to 121/s (measured with the
+# store's group commit; the figures before it, 1,100/s to 600-740/s, came
+# while the store lagged behind the logins).
 PRESENCE_BATCH_MAX = 128
 # A connection's writer greenlet that wrote nothing for one to two of these
 # ends, and the next frame starts another: an idle one costs ~4 KB.
