@@ -8,7 +8,9 @@ string "type"; what the types mean is documented in docs/protocol.md.
 The decoder keeps its own buffer, so a frame split over any number of reads is
 reassembled, and a read that stops mid-frame loses nothing. The buffer is
 capped: once more than `max_frame` bytes arrive without a newline the peer is
-in error (FrameTooLarge) and the caller should drop the connection.
+in error (FrameTooLarge) and the caller should drop the connection. Blank
+lines between frames are allowed, but bytes that make no frame are bounded
+too: more than MAX_BLANK blank bytes in a row are a MalformedFrame.
 """
 
 import json
@@ -16,6 +18,8 @@ import json
 from greenchat.errors import FrameTooLarge, MalformedFrame
 
 DEFAULT_MAX_FRAME = 64 * 1024
+# Blank bytes (whitespace and newlines) allowed in a row between frames.
+MAX_BLANK = 64 * 1024
 
 
 def _compact_dumps(ensure_ascii):
@@ -81,6 +85,8 @@ class Decoder:
     def __init__(self, max_frame=DEFAULT_MAX_FRAME):
         self.max_frame = max_frame
         self._buffer = bytearray()
+        self._blank = 0         # blank bytes in whole lines since the last frame
+        self._rest_blank = True  # the partial frame in _buffer is all blank so far
 
     @property
     def pending(self):
@@ -102,6 +108,10 @@ class Decoder:
                 raise FrameTooLarge(f"no end of frame in {len(buffer)} bytes")
             if start < _HEAD:
                 _check_head(buffer)
+            if self._rest_blank:
+                self._rest_blank = not data.strip()
+                if self._rest_blank:
+                    self._check_blank(len(buffer))
             return []
         lines = buffer.split(b"\n")
         rest = lines.pop()
@@ -115,4 +125,13 @@ class Decoder:
                 raise FrameTooLarge(f"frame of {len(line)} bytes")
             if line.strip():
                 frames.append(parse(bytes(line)))
+                self._blank = 0
+            else:
+                self._blank += len(line) + 1
+        self._rest_blank = not rest.strip()
+        self._check_blank(len(rest) if self._rest_blank else 0)
         return frames
+
+    def _check_blank(self, more):
+        if self._blank + more > MAX_BLANK:
+            raise MalformedFrame(f"over {MAX_BLANK} blank bytes in a row")

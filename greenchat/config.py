@@ -160,10 +160,10 @@ def server_parser():
     p.add_argument("--login-timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
                    help="time a connection has to log in (default: %(default)s)")
     p.add_argument("--command-rate", type=_non_negative, default=20.0, metavar="PER_SECOND",
-                   help="commands a connection may send per second after its burst; "
-                        "0 for no limit (default: %(default)s)")
+                   help="frames (commands, and the login's before them) a connection may send "
+                        "per second after its burst; 0 for no limit (default: %(default)s)")
     p.add_argument("--command-burst", type=_positive_int, default=100, metavar="N",
-                   help="commands a connection may send at once (default: %(default)s)")
+                   help="frames a connection may send at once (default: %(default)s)")
     p.add_argument("--max-connections", type=_positive_int, default=20_000, metavar="N",
                    help="connections the server accepts at once (default: %(default)s)")
     p.add_argument("--max-per-address", type=_positive_int, default=200, metavar="N",

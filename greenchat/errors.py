@@ -35,6 +35,10 @@ class MalformedFrame(ProtocolError):
     """A frame was not UTF-8 JSON object with a string "type"."""
 
 
+class Flooding(ProtocolError):
+    """The peer sent frames faster than its rate limit allows."""
+
+
 class ConnectionLost(GreenchatError):
     """The other end closed the connection or it broke."""
 

@@ -48,7 +48,7 @@ from gevent.threadpool import ThreadPool
 from greenchat import PROTOCOL_VERSION, __version__, texts, tls
 from greenchat.codec import encode
 from greenchat.commands import SERVER, handlers_missing, parse_line
-from greenchat.errors import (CommandError, ConfigError, ConnectionLost, FrameTooLarge,
+from greenchat.errors import (CommandError, ConfigError, ConnectionLost, Flooding, FrameTooLarge,
                               GreenchatError, InvalidCommand, MalformedFrame, ProtocolError,
                               TLSError)
 from greenchat.limits import TokenBucket
@@ -115,7 +115,7 @@ class Session:
     """One connection: its socket, reader, outbox and (once logged in) user."""
 
     __slots__ = ("server", "sock", "address", "reader", "outbox", "user", "login_id", "state",
-                 "pending", "spill", "end_reason", "closed", "p2p", "online_since")
+                 "pending", "spill", "end_reason", "closed", "p2p", "online_since", "bucket")
 
     def __init__(self, server, sock, address):
         self.server = server
@@ -123,6 +123,8 @@ class Session:
         self.address = address
         self.reader = FrameReader(sock, server.config.max_frame)
         self.outbox = Outbox(sock, server.config.mailbox_limit)
+        # Every frame counts, from the first: login probes as well as commands.
+        self.bucket = TokenBucket(server.config.command_rate, server.config.command_burst)
         self.user = None
         self.login_id = None
         self.state = NEW
@@ -307,6 +309,9 @@ class ChatServer:
         except FrameTooLarge as exc:
             log.info("%s: %s", session, exc)
             session.send({"type": "error", "text": texts.FRAME_TOO_LARGE})
+        except Flooding:
+            log.warning("%s: flooding, disconnecting", session)
+            session.send({"type": "error", "text": texts.FLOODING})
         except ProtocolError as exc:
             log.info("%s: %s", session, exc)
             session.send({"type": "error", "text": texts.MALFORMED_FRAME})
@@ -322,7 +327,10 @@ class ChatServer:
     def _read(self, session, timeout):
         if self.stopping:
             raise ConnectionLost("server stopping")
-        return session.reader.read_frame(timeout)
+        frame = session.reader.read_frame(timeout)
+        if frame is not None and not session.bucket.take():
+            raise Flooding("too many frames too fast")
+        return frame
 
     def _hello(self, session):
         frame = self._read(session, self.config.login_timeout)
@@ -465,7 +473,6 @@ class ChatServer:
     def _command_loop(self, session):
         timeout = self.config.timeout
         deadline = monotonic() + timeout
-        bucket = TokenBucket(self.config.command_rate, self.config.command_burst)
         while session.end_reason is None:
             left = deadline - monotonic()
             frame = self._read(session, left) if left > 0 else None
@@ -475,11 +482,6 @@ class ChatServer:
                 return
             if frame["type"] != "command":
                 raise ProtocolError(f"unexpected {frame['type']!r} frame")
-            if not bucket.take():
-                log.warning("%s: flooding, disconnecting", session.user)
-                session.send({"type": "error", "text": texts.FLOODING})
-                session.end_reason = "flood"
-                return
             deadline = monotonic() + timeout
             self._dispatch(session, frame)
 

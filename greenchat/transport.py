@@ -5,7 +5,8 @@ Reading: FrameReader keeps its own receive buffer in a codec.Decoder, so a
 timeout or a read that ends mid-frame loses nothing. Because gevent's recv on
 a ready socket returns without switching, a reader fed faster than it works
 would starve every other greenlet; FrameReader therefore yields to the hub
-once it has worked for TIME_SLICE. Longer slices mean bigger batches for the
+once it has worked for TIME_SLICE, whether or not the bytes made frames
+(blank lines, a frame trickled in pieces). Longer slices mean bigger batches for the
 writers (fewer send calls per delivery); shorter ones, fairer turns.
 
 Writing: Outbox is the one writer of a socket. Frames go into a list (put
@@ -40,6 +41,7 @@ log = logging.getLogger("greenchat.transport")
 # also bounds the stall when frames are expensive; 50 ms stays well inside
 # the 0.1 s the stress tests allow the hub to be held.
 TIME_SLICE = 0.05
+YIELD = 0.001
 RECV_SIZE = 65536
 MAX_BATCH = 1024
 _CLOSE = object()
@@ -53,6 +55,9 @@ class FrameReader:
         self.decoder = Decoder(max_frame)
         self._ready = []
         self._next = 0
+        # The loop's cached time changes only when the loop turns: a recv
+        # that changed it waited, and the next slice starts afresh.
+        self._loop_time = gevent.get_hub().loop.now
         self._slice_start = monotonic()
 
     def read_frame(self, timeout=None):
@@ -65,10 +70,7 @@ class FrameReader:
             self._fill(timeout)
             if self._next >= len(self._ready):
                 return None
-        now = monotonic()
-        if now - self._slice_start >= TIME_SLICE:
-            gevent.sleep(0)
-            self._slice_start = monotonic()
+        self._take_turn()
         frame = self._ready[self._next]
         self._next += 1
         return frame
@@ -106,12 +108,28 @@ class FrameReader:
                     raise ConnectionLost("connection closed in the middle of a frame")
                 raise ConnectionLost("connection closed")
             self._ready = self.decoder.feed(data)
+            if not self._ready:
+                # Bytes that make no frame (blank lines, a frame's first part)
+                # must not hold the hub either: recv on a ready socket never yields.
+                self._take_turn()
+
+    def _take_turn(self):
+        """Let the hub run once this reader has held it for TIME_SLICE."""
+        if monotonic() - self._slice_start >= TIME_SLICE:
+            # A timer, not sleep(0): sleep(0) resumes this greenlet before the
+            # loop polls sockets or runs timers, so other readers would starve.
+            gevent.sleep(YIELD)
+            self._slice_start = monotonic()
 
     def _recv(self):
+        before = self._loop_time()
         try:
-            return self.sock.recv(RECV_SIZE)
+            data = self.sock.recv(RECV_SIZE)
         except OSError as exc:
             raise ConnectionLost(f"receive failed: {exc}") from None
+        if self._loop_time() != before:
+            self._slice_start = monotonic()
+        return data
 
 
 class Outbox:

@@ -109,3 +109,30 @@ def test_leading_blanks_and_a_split_brace_are_fine():
     assert decoder.feed(b"  ") == []
     assert decoder.feed(b' {"type":') == []
     assert decoder.feed(b'"x"}\n') == [{"type": "x"}]
+
+
+def test_more_than_64_kib_of_blank_bytes_in_a_row_is_malformed():
+    from greenchat.codec import MAX_BLANK
+    for chunk in (b"\n", b" \t\r\n", b" " * 1000 + b"\n"):
+        decoder = Decoder(1 << 20)
+        fed = 0
+        with pytest.raises(MalformedFrame):
+            while fed <= MAX_BLANK + len(chunk):
+                assert decoder.feed(chunk) == []
+                fed += len(chunk)
+        assert fed > MAX_BLANK - len(chunk)
+    # Blanks with no newline at all count too, with a frame cap above them.
+    decoder = Decoder(1 << 20)
+    decoder.feed(b" " * MAX_BLANK)
+    with pytest.raises(MalformedFrame):
+        decoder.feed(b" ")
+
+
+def test_a_frame_resets_the_blank_count():
+    from greenchat.codec import MAX_BLANK
+    decoder = Decoder()
+    for _ in range(5):
+        assert decoder.feed(b"\n" * (MAX_BLANK - 100)) == []
+        assert decoder.feed(b'  {"type":"x"}\n') == [{"type": "x"}]
+    assert decoder.feed(b"\n" * (MAX_BLANK - 100) + b'{"type":"y"}\n' + b"\n" * 50) == \
+        [{"type": "y"}]

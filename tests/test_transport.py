@@ -110,3 +110,30 @@ def test_retiring_a_busy_writer_loses_nothing():
     assert outbox.close(10) == []
     a.close()
     assert [f["i"] for f in reader.get(timeout=10)] == list(range(200))
+
+
+class _TricklingSocket:
+    """Hands out one frame a byte per recv, as a ready socket would: never
+    waiting, so never yielding to the hub by itself."""
+
+    def __init__(self, data):
+        self.data = data
+        self.at = 0
+
+    def recv(self, size):
+        chunk = self.data[self.at:self.at + 1]
+        self.at += 1
+        return chunk
+
+
+def test_a_frame_trickled_a_byte_at_a_time_does_not_hold_the_hub():
+    from greenchat.transport import FrameReader
+    from support import HubTicker
+    big = b'{"type":"x","pad":"' + b"a" * 400_000 + b'"}\n'
+    reader = FrameReader(_TricklingSocket(big), max_frame=1 << 20)
+    ticker = HubTicker()
+    gevent.sleep(0.01)
+    frame = reader.read_frame(timeout=60)
+    gap = ticker.stop()
+    assert frame["type"] == "x" and len(frame["pad"]) == 400_000
+    assert gap < 0.15, f"the reader held the hub {gap * 1000:.0f} ms"

@@ -1,0 +1,125 @@
+"""Issue 11: every attack that broke greenchat 1.0, each a test that failed
+before its fix. The servers run in this process on a free port unless a test
+needs a real process (kill -9, file descriptor limits); hostile peers that
+must not share the test's event loop run as a separate process
+(tests/flooder.py)."""
+
+import os
+import subprocess
+import sys
+import time
+
+import gevent
+import pytest
+
+from greenchat import certs, texts, tls
+from support import Agent, HubTicker, User
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FLOODER = os.path.join(HERE, "flooder.py")
+
+
+def start_flooders(address, seconds, kinds, use_tls=False):
+    argv = [sys.executable, FLOODER, address[0], str(address[1]), str(seconds), *kinds]
+    if use_tls:
+        argv.append("--tls")
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+
+
+def worst_answer_while(agent, proc, pause=0.05):
+    """Send `whoelse` every `pause` s while `proc` runs; the slowest answer."""
+    worst = 0.0
+    count = 0
+    while proc.poll() is None:
+        started = time.monotonic()
+        _, reply = agent.command("whoelse", timeout=30)
+        assert reply["ok"]
+        worst = max(worst, time.monotonic() - started)
+        count += 1
+        gevent.sleep(pause)
+    assert count >= 20, f"only {count} commands answered during the flood"
+    return worst
+
+
+# Item 1: floods of bytes that make no frame ------------------------------------
+
+@pytest.fixture
+def tls_pair(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certs.write_pair(*certs.make_pair("localhost"), cert, key)
+    return str(cert), str(key)
+
+
+@pytest.mark.parametrize("use_tls", [False, True], ids=["plain", "tls"])
+def test_blank_line_whitespace_and_probe_floods_freeze_nobody(make_server, tls_pair, use_tls):
+    options = dict(tls_cert=tls_pair[0], tls_key=tls_pair[1]) if use_tls else {}
+    server = make_server(["alice", "bob"], command_rate=20, command_burst=100, **options)
+    tls_context = tls.client_context(insecure=True) if use_tls else None
+    alice = Agent("alice", server.address, tls_context=tls_context)
+    assert alice.login()["status"] == "ok"
+    proc = start_flooders(server.address, 5, ["blank", "whitespace", "spaces", "probes"],
+                          use_tls)
+    try:
+        worst = worst_answer_while(alice, proc, pause=0.1)
+    finally:
+        proc.kill()
+        out, _ = proc.communicate(10)
+    assert worst < 0.25, f"a command waited {worst * 1000:.0f} ms during the flood"
+    # Every flooder was cut off, over and over: bytes that make no frame are bounded.
+    assert int(out.split()[-1]) > 4
+
+
+def test_a_stream_of_valid_commands_freezes_nobody(make_server):
+    server = make_server(["alice", "flood"])      # no command rate limit
+    alice = Agent("alice", server.address)
+    assert alice.login()["status"] == "ok"
+    proc = start_flooders(server.address, 4, ["commands"])
+    try:
+        alice.wait_for(lambda f: f.get("user") == "flood")
+        worst = worst_answer_while(alice, proc)
+    finally:
+        proc.kill()
+        proc.communicate(10)
+    assert worst < 0.25, f"a command waited {worst * 1000:.0f} ms during the flood"
+
+
+def test_blank_lines_are_a_malformed_frame_past_64_kib(make_server):
+    from support import exchange_until_closed
+    server = make_server(["alice"])
+    frames = exchange_until_closed(server.address, [b"\n" * 65536, b"\r\n \t" * 4096])
+    assert frames == [{"type": "error", "text": texts.MALFORMED_FRAME}]
+    # Blank lines between frames are still fine when they stop short of it.
+    frames = exchange_until_closed(server.address, [
+        b"\n" * 60000, b'{"type":"hello","version":1}\n', b"\n" * 60000,
+        b'{"type":"username","username":"alice"}\n', b"\n" * 60000, b"junk\n"])
+    assert [f["type"] for f in frames] == ["hello", "login", "error"]
+
+
+def test_frames_before_login_count_against_the_command_rate(make_server):
+    from support import exchange_until_closed
+    server = make_server(["alice"], command_rate=5, command_burst=20)
+    probes = [{"type": "hello", "version": 1}] + \
+        [{"type": "username", "username": "nobody"}] * 100
+    frames = exchange_until_closed(server.address, probes)
+    assert frames[-1] == {"type": "error", "text": texts.FLOODING}
+    assert 15 <= len(frames) <= 22      # the burst was answered, then cut off
+
+
+def test_blank_line_flood_at_a_private_link_port_freezes_no_client(make_server):
+    server = make_server(["alice", "bob"])
+    alice = User("alice", server.address)
+    bob = User("bob", server.address)
+    ticker = HubTicker()
+    proc = start_flooders(alice.client.listener.address, 3, ["blank", "whitespace", "spaces"])
+    try:
+        while proc.poll() is None:
+            bob.type("message alice still there?")
+            gevent.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.communicate(10)
+    gap = ticker.stop()
+    alice.expect(texts.message_line("bob", "still there?"))
+    assert gap < 0.25, f"the client's event loop stalled {gap * 1000:.0f} ms"
+    alice.quit()
+    bob.quit()
