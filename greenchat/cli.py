@@ -55,10 +55,13 @@ def server_main(argv=None):
 
 def client_main(argv=None):
     from greenchat.client import Client
-    from greenchat.console import Console
+    from greenchat.console import Console, VisibleFormatter
 
     config = parse_client_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Log lines quote peers and the server: escaped like everything shown.
+    handler = logging.StreamHandler()
+    handler.setFormatter(VisibleFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")
     try:

@@ -13,6 +13,10 @@ are answered here, "peer" commands (private, stopprivate) go over the private
 links; everything else goes to the server verbatim, which answers unknown
 commands and bad arguments itself, so the server sees (and counts as
 activity) everything the user types.
+
+Nothing from the network reaches a screen as it came: console.show escapes
+every line (console.visible), and the lines printed to stderr and logged
+pass through the same function.
 """
 
 import logging
@@ -24,7 +28,7 @@ from gevent.event import AsyncResult, Event
 
 from greenchat import PROTOCOL_VERSION, __version__, peer, texts, tls
 from greenchat.commands import COMMANDS, LOCAL, PEER, parse_line
-from greenchat.console import default_history_path
+from greenchat.console import default_history_path, visible
 from greenchat.errors import GreenchatError, InvalidCommand, ProtocolError, TLSError
 from greenchat.transport import FrameConnection
 
@@ -67,11 +71,12 @@ class Client:
                                                 config.max_frame, tls_context=self.tls_context)
         except TLSError as exc:
             explain = texts.certificate_refused if exc.verify else texts.tls_failed
-            print(explain(config.host, config.port, exc.reason), file=sys.stderr)
+            # The reason may quote the server's certificate.
+            print(visible(explain(config.host, config.port, exc.reason)), file=sys.stderr)
             return 1
         except OSError as exc:
-            print(texts.cannot_connect(config.host, config.port,
-                                       exc.strerror or str(exc) or type(exc).__name__),
+            print(visible(texts.cannot_connect(config.host, config.port,
+                                               exc.strerror or str(exc) or type(exc).__name__)),
                   file=sys.stderr)
             return 1
         try:
@@ -261,8 +266,7 @@ class Client:
 
     def _saw(self, user):
         """Remember a user name seen in presence, messages or a user list."""
-        if isinstance(user, str) and user and user.isprintable() and " " not in user \
-                and len(self.seen_users) < MAX_SEEN_USERS:
+        if _completable(user) and len(self.seen_users) < MAX_SEEN_USERS:
             self.seen_users.add(user)
 
     def _lists_users(self, request_id):
@@ -277,7 +281,8 @@ class Client:
             return list(COMMANDS)
         spec = COMMANDS.get(words[0])
         if spec is not None and len(words) <= len(spec.args) and spec.args[len(words) - 1] == "user":
-            return (self.seen_users | set(self.links)) - {self.user}
+            # Completion types into the input line, which is not escaped.
+            return (self.seen_users | set(filter(_completable, self.links))) - {self.user}
         return ()
 
     def _keyboard(self):
@@ -410,6 +415,11 @@ class Client:
         width = max(len(spec.syntax) for spec in COMMANDS.values())
         for spec in COMMANDS.values():
             self.console.show(f"{spec.syntax.ljust(width)}  {spec.summary}")
+
+
+def _completable(user):
+    """A name Tab may offer: printable (no controls) and one word."""
+    return isinstance(user, str) and bool(user) and user.isprintable() and " " not in user
 
 
 class _Refused(Exception):

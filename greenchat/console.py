@@ -10,6 +10,17 @@ read directly: reading a file never waits long.
 Passwords on a terminal are read with echo off; the terminal's settings are
 restored in a `finally`, whatever ends the read.
 
+Everything shown comes from the network in the end (messages, user names,
+the server's texts), so every line passes through `visible` on its way out:
+`show` escapes its line before adding the client's own time stamp and
+colour, and the client's log lines go through VisibleFormatter. Control
+characters are shown, never obeyed: C0 in caret notation (ESC as `^[`, CR as
+`^M`), DEL as `^?`, C1 as `\\x9b`; TAB stays; a line feed starts a
+continuation line indented by two spaces, so it cannot pass for a new event.
+The bidi overrides and isolates (U+202A-U+202E, U+2066-U+2069) are shown as
+`<U+202E>`, because they reorder the rest of a terminal line; so are U+2028
+and U+2029, which some readers of piped output take for line ends.
+
 On a terminal (stdin and stdout both), each line shown gets a local time stamp
 `[HH:MM] ` and, unless colour is off (`NO_COLOR`, `--no-color`), a colour for
 its kind: errors, presence notices, private messages, and messages that name
@@ -38,6 +49,7 @@ at most 2 ms), longest hub gap 2.4-3.8 ms, no thread.
 """
 
 import atexit
+import logging
 import os
 import signal
 import stat
@@ -67,6 +79,32 @@ CLEAR_LINE = "\r\x1b[K"          # to the line's start, then erase it
 HISTORY_BYTES = 256 * 1024
 
 
+def _visible_table():
+    table = {code: "^" + chr(code + 0x40) for code in range(0x20)}
+    del table[0x09]
+    table[0x0A] = "\n  "
+    table[0x7F] = "^?"
+    table.update({code: f"\\x{code:02x}" for code in range(0x80, 0xA0)})
+    for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029):
+        table[code] = f"<U+{code:04X}>"
+    return table
+
+
+_VISIBLE = _visible_table()
+
+
+def visible(text):
+    """`text` with every character a terminal would obey shown instead (see above)."""
+    return str(text).translate(_VISIBLE)
+
+
+class VisibleFormatter(logging.Formatter):
+    """Log lines quote peers and the server: shown through `visible` too."""
+
+    def format(self, record):
+        return visible(super().format(record))
+
+
 class Console:
     def __init__(self, in_fd=0, out=None, color=True):
         self.in_fd = in_fd
@@ -92,8 +130,10 @@ class Console:
     # Output -----------------------------------------------------------------
 
     def show(self, line, style=None):
-        """Print one line of output; `style` names its kind for colouring
-        (lines starting `Error.` are errors without saying so)."""
+        """Print one line of output, its controls made visible; `style` names
+        its kind for colouring (lines starting `Error.` are errors without
+        saying so)."""
+        line = visible(line)
         if self.interactive:
             if style is None and line.startswith("Error."):
                 style = "error"
