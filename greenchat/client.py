@@ -42,6 +42,10 @@ LOGOUT_WAIT = 5.0
 REPLY_WAIT = 30.0
 # Names remembered for completion, at most (a server can list many).
 MAX_SEEN_USERS = 10_000
+# The largest frame taken from the server: a reply can list every user (a
+# `whoelse` of 10,000 names of 21 characters is 240 KB). Peer links keep
+# config.max_frame.
+SERVER_MAX_FRAME = 16 * 1024 * 1024
 
 
 class Client:
@@ -68,7 +72,7 @@ class Client:
         config = self.config
         try:
             self.conn = FrameConnection.connect(config.host, config.port, config.connect_timeout,
-                                                config.max_frame, tls_context=self.tls_context)
+                                                SERVER_MAX_FRAME, tls_context=self.tls_context)
         except TLSError as exc:
             explain = texts.certificate_refused if exc.verify else texts.tls_failed
             # The reason may quote the server's certificate.

@@ -13,7 +13,8 @@ Strategy
 - The server's introduction and the requester's connection race each other;
   the acceptor therefore waits up to OFFER_WAIT for the matching offer before
   refusing.
-- A link is a FrameConnection (same codec and size cap as the server link)
+- A link is a FrameConnection (the codec and the size cap of frames sent
+  to the server, not the larger one of frames from it)
   read by its own greenlet; each side sends `private` frames and a `stop` frame
   to close.
 - When the client reached the server over TLS, links are TLS too: the

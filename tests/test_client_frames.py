@@ -1,0 +1,97 @@
+"""Long frames from the server (issue 11, item 15, the client's part).
+
+A reply lists every user, so it can be far longer than the 64 KiB a peer may
+send: the real client, against a fake server in this process, shows a
+`whoelse` of 10,000 long names and stays connected, and only a frame over
+16 MiB ends its session, as a lost connection, without a traceback.
+"""
+
+import pytest
+from gevent.server import StreamServer
+
+from greenchat import client, texts
+from greenchat.codec import DEFAULT_MAX_FRAME, Decoder, encode
+from support import User
+
+NAMES = [f"user{i:05d}-a-long-name" for i in range(10_000)]
+
+
+@pytest.fixture
+def fake_server():
+    """fake_server(answer) serves docs/protocol.md cut to what the client
+    needs: hello, any login succeeds, each command line gets the bytes
+    answer(frame) gives, and logout a bye."""
+    servers = []
+
+    def start(answer):
+        def handle(sock, _address):
+            decoder = Decoder()
+            try:
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    for frame in decoder.feed(data):
+                        kind = frame["type"]
+                        if kind == "hello":
+                            sock.sendall(encode({"type": "hello", "version": 1}))
+                        elif kind == "username":
+                            sock.sendall(encode({"type": "login", "status": "password"}))
+                        elif kind == "password":
+                            sock.sendall(encode({"type": "login", "status": "ok", "user": "hans",
+                                                 "text": texts.WELCOME}))
+                        elif frame["line"] == "logout":
+                            sock.sendall(encode({"type": "bye", "reason": "logout",
+                                                 "text": texts.GOODBYE}))
+                            return
+                        else:
+                            sock.sendall(answer(frame))
+            except OSError:
+                pass          # the client went away mid-answer
+            finally:
+                sock.close()
+
+        server = StreamServer(("127.0.0.1", 0), handle)
+        server.start()
+        servers.append(server)
+        return server.address
+
+    yield start
+    for server in servers:
+        server.stop(timeout=1)
+
+
+def reply(frame, lines):
+    return encode({"type": "reply", "id": frame["id"], "ok": True, "lines": lines})
+
+
+def test_a_whoelse_of_10000_long_names_is_shown_and_the_session_goes_on(fake_server, capfd):
+    whoelse = reply({"id": 1}, NAMES)
+    assert len(whoelse) > 3 * DEFAULT_MAX_FRAME
+
+    def answer(frame):
+        return reply(frame, NAMES if frame["line"] == "whoelse" else ["still here"])
+
+    hans = User("hans", fake_server(answer))
+    # Peer links keep the configured cap.
+    assert hans.client.listener.max_frame == DEFAULT_MAX_FRAME
+    hans.type("whoelse")
+    hans.expect(NAMES[-1], timeout=10)
+    at = hans.screen.lines.index(NAMES[0])
+    assert hans.screen.lines[at:at + len(NAMES)] == NAMES
+    hans.type("ping")
+    hans.expect("still here")
+    assert texts.CONNECTION_LOST not in hans.screen.lines
+    assert hans.quit() == 0
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_frame_over_16_mib_ends_the_session_quietly(fake_server, capfd):
+    huge = b'{"type":"reply","id":1,"ok":true,"lines":["' + b"x" * client.SERVER_MAX_FRAME \
+        + b'"]}\n'
+    hans = User("hans", fake_server(lambda frame: huge))
+    hans.type("whoelse")
+    hans.expect(texts.CONNECTION_LOST, timeout=10)
+    assert hans.greenlet.get(timeout=10) == 1
+    assert hans.quit() == 1
+    assert "Traceback" not in capfd.readouterr().err + hans.screen.text
