@@ -13,12 +13,20 @@ hashes. `upgrade` hashes every plain-text entry in place. The file is
 rewritten atomically (a temporary file in the same directory, fsync, rename),
 keeping comments, blank lines and order; a running server reads it at start.
 
+Every edit is one read-modify-write under an exclusive flock on
+`<credentials>.lock` beside the file (not on the file itself, which each
+rewrite replaces), so concurrent admins queue instead of losing each other's
+edits. Prompting and hashing happen before the lock is taken; the file is
+read again under it.
+
 `mkcert` writes a self-signed certificate and key for `greenchat-server
 --tls-cert/--tls-key`; clients trust it with `--tls --ca CERT`. It names
 localhost, 127.0.0.1 and ::1 unless --name is given; it will not overwrite.
 """
 
 import argparse
+import contextlib
+import fcntl
 import getpass
 import os
 import sys
@@ -31,6 +39,18 @@ from greenchat.errors import GreenchatError
 
 class AdminError(GreenchatError):
     """A request the accounts file cannot satisfy."""
+
+
+@contextlib.contextmanager
+def locked(path):
+    """Hold the exclusive lock that serializes edits of the file at `path`."""
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)            # exactly, whatever the umask
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)                    # releases the lock
 
 
 def read_lines(path):
@@ -82,32 +102,48 @@ def ask_password(from_stdin):
     return password
 
 
-def adduser(path, name, from_stdin):
-    lines = read_lines(path) if os.path.exists(path) else []
-    if entry_index(lines, valid_name(name)) is not None:
+def _absent(lines, name):
+    if entry_index(lines, name) is not None:
         raise AdminError(f"user {name} exists already")
-    lines.append(f"{name} {passwords.hash_password(ask_password(from_stdin))}")
-    write_lines(path, lines)
+
+
+def _index(lines, name):
+    index = entry_index(lines, name)
+    if index is None:
+        raise AdminError(f"no user {name}")
+    return index
+
+
+def adduser(path, name, from_stdin):
+    valid_name(name)
+    # Checked before the prompt to fail fast, and again under the lock.
+    _absent(read_lines(path) if os.path.exists(path) else [], name)
+    secret = passwords.hash_password(ask_password(from_stdin))
+    with locked(path):
+        lines = read_lines(path) if os.path.exists(path) else []
+        _absent(lines, name)
+        lines.append(f"{name} {secret}")
+        write_lines(path, lines)
     return f"added {name}"
 
 
 def passwd(path, name, from_stdin):
-    lines = read_lines(path)
-    index = entry_index(lines, name)
-    if index is None:
-        raise AdminError(f"no user {name}")
-    lines[index] = f"{name} {passwords.hash_password(ask_password(from_stdin))}"
-    write_lines(path, lines)
+    _index(read_lines(path), name)
+    secret = passwords.hash_password(ask_password(from_stdin))
+    with locked(path):
+        lines = read_lines(path)
+        index = _index(lines, name)
+        lines[index] = f"{name} {secret}"
+        write_lines(path, lines)
     return f"password of {name} changed"
 
 
 def deluser(path, name):
-    lines = read_lines(path)
-    index = entry_index(lines, name)
-    if index is None:
-        raise AdminError(f"no user {name}")
-    del lines[index]
-    write_lines(path, lines)
+    _index(read_lines(path), name)      # no lock file beside a missing file
+    with locked(path):
+        lines = read_lines(path)
+        del lines[_index(lines, name)]
+        write_lines(path, lines)
     return f"deleted {name}"
 
 
@@ -123,16 +159,18 @@ def list_users(path):
 
 
 def upgrade(path):
-    lines = read_lines(path)
-    count = 0
-    for index, line in enumerate(lines):
-        fields = line.split()
-        if len(fields) == 2 and not fields[0].startswith("#") \
-                and not passwords.is_hashed(fields[1]):
-            lines[index] = f"{fields[0]} {passwords.hash_password(fields[1])}"
-            count += 1
-    if count:
-        write_lines(path, lines)
+    read_lines(path)                    # no lock file beside a missing file
+    with locked(path):
+        lines = read_lines(path)
+        count = 0
+        for index, line in enumerate(lines):
+            fields = line.split()
+            if len(fields) == 2 and not fields[0].startswith("#") \
+                    and not passwords.is_hashed(fields[1]):
+                lines[index] = f"{fields[0]} {passwords.hash_password(fields[1])}"
+                count += 1
+        if count:
+            write_lines(path, lines)
     return f"hashed {count} plain-text password(s)"
 
 
