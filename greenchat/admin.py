@@ -9,9 +9,12 @@
 
 Passwords are prompted for without echo (twice, to catch typos), or read as
 one line from standard input with --password-stdin, and stored as scrypt
-hashes. `upgrade` hashes every plain-text entry in place. The file is
-rewritten atomically (a temporary file in the same directory, fsync, rename),
-keeping comments, blank lines and order; a running server reads it at start.
+hashes. `adduser` gives each account a fresh random id (the optional third
+field, see credentials.py); `passwd` and `upgrade` keep a line's id as it was
+and never add one. `upgrade` hashes every plain-text entry in place. The file
+is rewritten atomically (a temporary file in the same directory, fsync,
+rename), keeping comments, blank lines and order; a running server reads it
+at start.
 
 Every edit is one read-modify-write under an exclusive flock on
 `<credentials>.lock` beside the file (not on the file itself, which each
@@ -29,6 +32,7 @@ import contextlib
 import fcntl
 import getpass
 import os
+import secrets
 import sys
 import tempfile
 
@@ -76,10 +80,23 @@ def write_lines(path, lines):
         raise
 
 
+def entry_fields(line):
+    """[name, secret] or [name, secret, id] for an account line, else None."""
+    fields = line.split()
+    if len(fields) in (2, 3) and not fields[0].startswith("#"):
+        return fields
+    return None
+
+
+def entry_line(name, secret, *account_id):
+    """An account line; the id, if given, as the third field."""
+    return " ".join((name, secret, *account_id))
+
+
 def entry_index(lines, name):
     for index, line in enumerate(lines):
-        fields = line.split()
-        if len(fields) == 2 and not fields[0].startswith("#") and fields[0] == name:
+        fields = entry_fields(line)
+        if fields and fields[0] == name:
             return index
     return None
 
@@ -122,7 +139,7 @@ def adduser(path, name, from_stdin):
     with locked(path):
         lines = read_lines(path) if os.path.exists(path) else []
         _absent(lines, name)
-        lines.append(f"{name} {secret}")
+        lines.append(entry_line(name, secret, secrets.token_hex(8)))
         write_lines(path, lines)
     return f"added {name}"
 
@@ -133,7 +150,7 @@ def passwd(path, name, from_stdin):
     with locked(path):
         lines = read_lines(path)
         index = _index(lines, name)
-        lines[index] = f"{name} {secret}"
+        lines[index] = entry_line(name, secret, *entry_fields(lines[index])[2:])
         write_lines(path, lines)
     return f"password of {name} changed"
 
@@ -151,8 +168,8 @@ def list_users(path):
     lines = read_lines(path)
     rows = []
     for line in lines:
-        fields = line.split()
-        if len(fields) == 2 and not fields[0].startswith("#"):
+        fields = entry_fields(line)
+        if fields:
             state = "hashed" if passwords.is_hashed(fields[1]) else "plain text"
             rows.append(f"{fields[0]}\t{state}")
     return "\n".join(rows) if rows else "no users"
@@ -164,10 +181,10 @@ def upgrade(path):
         lines = read_lines(path)
         count = 0
         for index, line in enumerate(lines):
-            fields = line.split()
-            if len(fields) == 2 and not fields[0].startswith("#") \
-                    and not passwords.is_hashed(fields[1]):
-                lines[index] = f"{fields[0]} {passwords.hash_password(fields[1])}"
+            fields = entry_fields(line)
+            if fields and not passwords.is_hashed(fields[1]):
+                name, secret, *account_id = fields
+                lines[index] = entry_line(name, passwords.hash_password(secret), *account_id)
                 count += 1
         if count:
             write_lines(path, lines)

@@ -1,19 +1,40 @@
-"""The accounts file: one `username secret` per line.
+"""The accounts file: one `username secret [account-id]` per line.
 
 Blank lines and lines starting with `#` are skipped; any other line must have
-exactly two whitespace-separated fields, else the file is rejected with the
+two or three whitespace-separated fields, else the file is rejected with the
 line number, so a typo never silently locks someone out. A secret is a plain
 password or a scrypt hash (see passwords.py); both are compared in constant
 time. `greenchat-admin` writes this file.
+
+The optional account id (1-64 of `A-Z a-z 0-9 _ -`) tells two accounts that
+share a name apart: `greenchat-admin adduser` gives every account a fresh one,
+so a name deleted and added again is a different account even when both
+edits fall between two loads. Hand-written lines may omit it (id None).
+`changes()` compares two loads, sans-IO, for a server that reloads the file.
 """
+
+import re
+from dataclasses import dataclass
 
 from greenchat import passwords
 from greenchat.errors import CredentialsError
 
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Changes:
+    """Names whose account differs between two loads (frozensets)."""
+    added: frozenset
+    removed: frozenset
+    replaced: frozenset             # same name, another account: both ids set and unequal
+    password_changed: frozenset     # same account, another secret
+
 
 class Credentials:
-    def __init__(self, accounts):
+    def __init__(self, accounts, ids=None):
         self._accounts = dict(accounts)
+        self._ids = dict(ids or {})
 
     @classmethod
     def load(cls, path):
@@ -23,20 +44,27 @@ class Credentials:
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise CredentialsError(f"cannot read credentials file {path}: {reason}") from None
-        accounts = {}
+        accounts, ids = {}, {}
         for number, line in enumerate(lines, 1):
             stripped = line.strip()
             if not stripped or stripped.startswith("#"):
                 continue
             fields = stripped.split()
-            if len(fields) != 2:
+            if len(fields) not in (2, 3):
                 raise CredentialsError(
-                    f"{path}:{number}: expected `username password`, got {len(fields)} field(s)")
-            name, password = fields
+                    f"{path}:{number}: expected `username password [account-id]`, "
+                    f"got {len(fields)} field(s)")
+            name, password = fields[:2]
             if name in accounts:
                 raise CredentialsError(f"{path}:{number}: duplicate username {name!r}")
+            if len(fields) == 3:
+                if not ACCOUNT_ID.fullmatch(fields[2]):
+                    raise CredentialsError(
+                        f"{path}:{number}: account id {fields[2]!r} is not 1-64 of "
+                        "A-Z a-z 0-9 _ -")
+                ids[name] = fields[2]
             accounts[name] = password
-        return cls(accounts)
+        return cls(accounts, ids)
 
     def __contains__(self, name):
         return name in self._accounts
@@ -47,6 +75,24 @@ class Credentials:
     @property
     def usernames(self):
         return frozenset(self._accounts)
+
+    def account_id(self, name):
+        """`name`'s account id, or None (no such user, or a line without one)."""
+        return self._ids.get(name)
+
+    def changes(self, new):
+        """What `new`, a later load, changes against this one."""
+        old_names, new_names = self.usernames, new.usernames
+        replaced, password_changed = set(), set()
+        for name in old_names & new_names:
+            old_id, new_id = self.account_id(name), new.account_id(name)
+            if old_id is not None and new_id is not None and old_id != new_id:
+                replaced.add(name)
+            elif self._accounts[name] != new._accounts[name]:
+                password_changed.add(name)
+        return Changes(added=new_names - old_names, removed=old_names - new_names,
+                       replaced=frozenset(replaced),
+                       password_changed=frozenset(password_changed))
 
     def is_hashed(self, name):
         """True if checking `name`'s password costs a hash (run it off the hub)."""

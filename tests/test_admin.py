@@ -2,14 +2,31 @@
 accounts file, account ids, user names, and file modes."""
 
 import os
+import re
 import subprocess
 import sys
 import time
 
+from greenchat import admin, passwords
 from greenchat.credentials import Credentials
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = os.path.join(ROOT, "bin", "greenchat-admin")
+
+
+class _Lines:
+    def __init__(self, text):
+        self.text = text + "\n"
+
+    def readline(self):
+        line, self.text = self.text, ""
+        return line
+
+
+def run(creds, *argv, password=None, monkeypatch=None):
+    if password is not None:
+        monkeypatch.setattr(sys, "stdin", _Lines(password))
+    return admin.main(["--credentials", str(creds), *argv])
 
 
 def test_concurrent_addusers_all_land(tmp_path):
@@ -28,3 +45,51 @@ def test_concurrent_addusers_all_land(tmp_path):
     assert loaded.usernames == {f"user{i}" for i in range(10)}
     assert all(loaded.check(f"user{i}", f"pw{i}") for i in range(10))
     assert os.stat(creds + ".lock").st_mode & 0o777 == 0o600
+
+
+def test_adduser_writes_a_fresh_id_that_passwd_and_upgrade_keep(tmp_path, monkeypatch, capsys):
+    creds = tmp_path / "credentials.txt"
+    creds.write_text("# team\nhans falcon id-of-hans\nyoda wise\n")
+    assert run(creds, "adduser", "leia", "--password-stdin", password="pw",
+               monkeypatch=monkeypatch) == 0
+    first = Credentials.load(str(creds)).account_id("leia")
+    assert re.fullmatch(r"[0-9a-f]{16}", first)
+    assert run(creds, "passwd", "leia", "--password-stdin", password="new",
+               monkeypatch=monkeypatch) == 0
+    assert run(creds, "passwd", "hans", "--password-stdin", password="new",
+               monkeypatch=monkeypatch) == 0
+    assert run(creds, "passwd", "yoda", "--password-stdin", password="new",
+               monkeypatch=monkeypatch) == 0
+    # A user with an id exists: no second entry.
+    assert run(creds, "adduser", "hans", "--password-stdin", password="x",
+               monkeypatch=monkeypatch) == 1
+    loaded = Credentials.load(str(creds))
+    assert loaded.check("leia", "new") and loaded.check("hans", "new")
+    assert (loaded.account_id("leia"), loaded.account_id("hans"), loaded.account_id("yoda")) \
+        == (first, "id-of-hans", None)
+
+    creds.write_text("hans falcon id-of-hans\nyoda wise\n")
+    assert run(creds, "upgrade") == 0
+    lines = creds.read_text().splitlines()
+    assert lines[0].startswith("hans scrypt$") and lines[0].endswith(" id-of-hans")
+    assert lines[1].startswith("yoda scrypt$") and len(lines[1].split()) == 2
+    capsys.readouterr()
+    assert run(creds, "list") == 0
+    assert capsys.readouterr().out == "hans\thashed\nyoda\thashed\n"
+
+
+def test_a_re_added_name_is_a_different_account(tmp_path, monkeypatch):
+    creds = tmp_path / "credentials.txt"
+    assert run(creds, "adduser", "leia", "--password-stdin", password="pw",
+               monkeypatch=monkeypatch) == 0
+    before = Credentials.load(str(creds))
+    assert run(creds, "deluser", "leia") == 0
+    assert run(creds, "adduser", "leia", "--password-stdin", password="pw",
+               monkeypatch=monkeypatch) == 0
+    after = Credentials.load(str(creds))
+    assert after.account_id("leia") != before.account_id("leia")
+    assert before.changes(after).replaced == {"leia"}
+    # Deleting a user with an id leaves the others' lines alone.
+    creds.write_text(f"a {passwords.hash_password('x')} ida\nb pw idb\n")
+    assert run(creds, "deluser", "a") == 0
+    assert creds.read_text() == "b pw idb\n"

@@ -27,7 +27,7 @@ def test_comments_blank_lines_and_whitespace(tmp_path):
 
 
 @pytest.mark.parametrize("text, line", [
-    ("alice pw\njustone\n", 2), ("alice pw extra\n", 1), ("a b\n\n# c\nx y z\n", 4),
+    ("alice pw\njustone\n", 2), ("alice pw id extra\n", 1), ("a b\n\n# c\nw x y z\n", 4),
 ])
 def test_malformed_line_is_reported_with_its_number(tmp_path, text, line):
     path = write(tmp_path, text)
@@ -50,3 +50,49 @@ def test_shipped_sample_file_loads():
     creds = Credentials.load(os.path.join(ROOT, "credentials.txt"))
     assert len(creds) >= 5
     assert creds.check("hans", "falcon*solo")
+
+
+def test_optional_account_id(tmp_path):
+    creds = Credentials.load(write(tmp_path, "alice pw 0123456789abcdef\nbob pw\n"
+                                             f"carol pw {'A_z-9' * 12}abcd\n"))
+    assert creds.usernames == {"alice", "bob", "carol"}
+    assert creds.account_id("alice") == "0123456789abcdef"
+    assert creds.account_id("bob") is None
+    assert creds.account_id("carol") == "A_z-9" * 12 + "abcd"       # 64 characters
+    assert creds.account_id("nobody") is None
+    assert creds.check("alice", "pw") and creds.check("bob", "pw")
+
+
+@pytest.mark.parametrize("text, line", [
+    ("alice pw id\nbob pw bad/id\n", 2), ("alice pw " + "x" * 65 + "\n", 1),
+    ("alice pw id\u00e9\n", 1), ("# c\nalice pw id more\n", 2), ("alice pw id\nalice pw2\n", 2),
+])
+def test_bad_account_ids_and_field_counts_name_the_line(tmp_path, text, line):
+    path = write(tmp_path, text)
+    with pytest.raises(CredentialsError) as info:
+        Credentials.load(path)
+    assert f"{path}:{line}:" in str(info.value)
+
+
+def test_changes_between_two_loads(tmp_path):
+    old = Credentials.load(write(tmp_path, "\n".join([
+        "kept pw k1", "gone pw g1", "leia pw id-old", "pwd old p1", "plain pw",
+        "gains pw", "loses pw l1", "same-plain pw", ""])))
+    (tmp_path / "new").mkdir()
+    new = Credentials.load(write(tmp_path / "new", "\n".join([
+        "kept pw k1", "leia pw id-new", "pwd new p1", "plain changed", "gains pw g2",
+        "loses pw", "same-plain pw", "fresh pw f1", ""])))
+    changes = old.changes(new)
+    assert changes.added == {"fresh"}
+    assert changes.removed == {"gone"}
+    assert changes.replaced == {"leia"}
+    assert changes.password_changed == {"pwd", "plain"}
+    assert all(isinstance(s, frozenset) for s in
+               (changes.added, changes.removed, changes.replaced, changes.password_changed))
+    # A replaced account whose secret also changed counts as replaced only.
+    (tmp_path / "third").mkdir()
+    third = Credentials.load(write(tmp_path / "third", "kept other k2\n"))
+    assert old.changes(third).replaced == {"kept"}
+    assert old.changes(third).password_changed == frozenset()
+    nothing = old.changes(old)
+    assert not (nothing.added or nothing.removed or nothing.replaced or nothing.password_changed)

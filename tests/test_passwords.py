@@ -81,11 +81,11 @@ def test_admin_upgrade_hashes_plain_entries_in_place(creds):
 
 def test_admin_refuses_a_malformed_file_and_bad_names(tmp_path, creds, monkeypatch):
     broken = tmp_path / "broken.txt"
-    broken.write_text("one two three\n")
+    broken.write_text("one two three four\n")
     with pytest.raises(CredentialsError):
         admin.read_lines(str(broken))
     assert admin_run(str(broken), "upgrade") == 1
-    assert broken.read_text() == "one two three\n"
+    assert broken.read_text() == "one two three four\n"
     assert admin_run(creds, "adduser", "#x", "--password-stdin", password="p",
                      monkeypatch=monkeypatch) == 1
     assert admin_run(creds, "adduser", "empty", "--password-stdin", password="",
