@@ -35,6 +35,7 @@ import os
 import secrets
 import sys
 import tempfile
+import unicodedata
 
 from greenchat import __version__, passwords
 from greenchat.credentials import Credentials
@@ -101,8 +102,14 @@ def entry_index(lines, name):
     return None
 
 
+# Control, format (zero-width, bidi overrides), surrogate and separator
+# characters: a name must look like what it is wherever it is shown.
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+
+
 def valid_name(name):
-    if not name or any(c.isspace() for c in name) or name.startswith("#"):
+    if not name or name.startswith("#") or any(
+            c.isspace() or unicodedata.category(c) in UNSAFE_CATEGORIES for c in name):
         raise AdminError(f"not a valid user name: {name!r}")
     return name
 

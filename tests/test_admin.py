@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from greenchat import admin, passwords
 from greenchat.credentials import Credentials
 
@@ -93,3 +95,26 @@ def test_a_re_added_name_is_a_different_account(tmp_path, monkeypatch):
     creds.write_text(f"a {passwords.hash_password('x')} ida\nb pw idb\n")
     assert run(creds, "deluser", "a") == 0
     assert creds.read_text() == "b pw idb\n"
+
+
+@pytest.mark.parametrize("name", [
+    "a\x1b[2Jb", "zero\u200bwidth", "rtl\u202e", "tab\tname", "nb\u00a0sp", "line\u2028sep",
+    "del\x7f", "c1\x9b", "para\u2029sep", "bad\udcffbyte", "", "#hash",
+])
+def test_adduser_refuses_invisible_and_control_characters(tmp_path, monkeypatch, capsys, name):
+    creds = tmp_path / "credentials.txt"
+    creds.write_text("hans pw\n")
+    assert run(creds, "adduser", name, "--password-stdin", password="pw",
+               monkeypatch=monkeypatch) == 1
+    err = capsys.readouterr().err
+    assert err == f"greenchat-admin: not a valid user name: {name!r}\n"
+    assert err[:-1].isprintable()                   # nothing raw reaches the terminal
+    assert creds.read_text() == "hans pw\n"
+
+
+def test_adduser_accepts_other_unicode_names(tmp_path, monkeypatch):
+    creds = tmp_path / "credentials.txt"
+    for name in ("Zoë", "渡辺", "o'brien-2"):
+        assert run(creds, "adduser", name, "--password-stdin", password="pw",
+                   monkeypatch=monkeypatch) == 0
+    assert Credentials.load(str(creds)).usernames == {"Zoë", "渡辺", "o'brien-2"}
