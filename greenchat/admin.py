@@ -13,7 +13,9 @@ hashes. `adduser` gives each account a fresh random id (the optional third
 field, see credentials.py); `passwd` and `upgrade` keep a line's id as it was
 and never add one. `upgrade` hashes every plain-text entry in place. The file
 is rewritten atomically (a temporary file in the same directory, fsync,
-rename), keeping comments, blank lines and order; a running server reads it
+rename, fsync of the directory), keeping comments, blank lines, order and
+owner; every rewrite (and `upgrade`, even with nothing to hash) leaves it mode
+0600, whatever its mode was and whatever the umask. A running server reads it
 at start.
 
 Every edit is one read-modify-write under an exclusive flock on
@@ -69,16 +71,39 @@ def write_lines(path, lines):
     fd, temp = tempfile.mkstemp(prefix=".credentials-", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)        # whatever the old mode and the umask
+            _keep_owner(f.fileno(), path)
             f.write("".join(line + "\n" for line in lines))
             f.flush()
             os.fsync(f.fileno())
-        if os.path.exists(path):
-            os.chmod(temp, os.stat(path).st_mode & 0o777)
         os.replace(temp, path)
+        _fsync_directory(directory)             # the rename itself survives a crash
     except BaseException:
         if os.path.exists(temp):
             os.unlink(temp)
         raise
+
+
+def _keep_owner(fd, path):
+    """Give the new file the old one's owner: a server running as its own user
+    must still read a 0600 file that root (sudo) rewrote."""
+    try:
+        old = os.stat(path)
+    except FileNotFoundError:
+        return
+    if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+        try:
+            os.fchown(fd, old.st_uid, old.st_gid)
+        except PermissionError:
+            pass                                # only root may give a file away
+
+
+def _fsync_directory(directory):
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def entry_fields(line):
@@ -193,9 +218,10 @@ def upgrade(path):
                 name, secret, *account_id = fields
                 lines[index] = entry_line(name, passwords.hash_password(secret), *account_id)
                 count += 1
-        if count:
+        loose = os.stat(path).st_mode & 0o777 != 0o600
+        if count or loose:
             write_lines(path, lines)
-    return f"hashed {count} plain-text password(s)"
+    return f"hashed {count} plain-text password(s)" + (", file mode set to 0600" if loose else "")
 
 
 def mkcert(cert_path, key_path, names, days):

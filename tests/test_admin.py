@@ -3,6 +3,7 @@ accounts file, account ids, user names, and file modes."""
 
 import os
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -118,3 +119,63 @@ def test_adduser_accepts_other_unicode_names(tmp_path, monkeypatch):
         assert run(creds, "adduser", name, "--password-stdin", password="pw",
                    monkeypatch=monkeypatch) == 0
     assert Credentials.load(str(creds)).usernames == {"Zoë", "渡辺", "o'brien-2"}
+
+
+@pytest.fixture
+def umask():
+    """umask(value) sets the process umask for this test; restored after."""
+    saved = os.umask(0o022)
+    yield os.umask
+    os.umask(saved)
+
+
+def mode(path):
+    return os.stat(path).st_mode & 0o777
+
+
+@pytest.mark.parametrize("mask", [0o000, 0o022, 0o277], ids=["000", "022", "277"])
+def test_every_rewrite_leaves_the_file_0600(tmp_path, monkeypatch, umask, mask):
+    umask(mask)
+    creds = tmp_path / "credentials.txt"
+    assert run(creds, "adduser", "leia", "--password-stdin", password="pw",
+               monkeypatch=monkeypatch) == 0
+    assert mode(creds) == 0o600                     # a new file
+    for argv, password in ((["adduser", "luke", "--password-stdin"], "pw"),
+                           (["passwd", "leia", "--password-stdin"], "new"),
+                           (["deluser", "luke"], None),
+                           (["upgrade"], None)):
+        os.chmod(creds, 0o666)
+        assert run(creds, *argv, password=password, monkeypatch=monkeypatch) == 0
+        assert mode(creds) == 0o600, argv
+    # upgrade with nothing to hash still fixes the mode.
+    os.chmod(creds, 0o644)
+    assert run(creds, "upgrade") == 0
+    assert mode(creds) == 0o600
+    assert Credentials.load(str(creds)).check("leia", "new")
+
+
+def test_a_rewrite_fsyncs_the_directory(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.fstat(fd).st_mode)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert run(tmp_path / "credentials.txt", "adduser", "leia", "--password-stdin",
+               password="pw", monkeypatch=monkeypatch) == 0
+    assert any(stat.S_ISDIR(m) for m in synced) and any(stat.S_ISREG(m) for m in synced)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away")
+def test_a_rewrite_by_root_keeps_the_owner(tmp_path, monkeypatch):
+    # A server running as its own user must still read the file an admin
+    # edited with sudo, now that the file is 0600.
+    creds = tmp_path / "credentials.txt"
+    creds.write_text("leia pw\n")
+    os.chown(creds, 65534, 65534)
+    assert run(creds, "passwd", "leia", "--password-stdin", password="new",
+               monkeypatch=monkeypatch) == 0
+    st = os.stat(creds)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o600)
