@@ -26,7 +26,10 @@ read again under it.
 
 `mkcert` writes a self-signed certificate and key for `greenchat-server
 --tls-cert/--tls-key`; clients trust it with `--tls --ca CERT`. It names
-localhost, 127.0.0.1 and ::1 unless --name is given; it will not overwrite.
+localhost, 127.0.0.1 and ::1 unless --name is given. It creates both files
+new (the certificate 0644, the key 0600, whatever the umask) and refuses a
+path that exists, even as a symlink, so it never overwrites or writes
+through a link.
 """
 
 import argparse
@@ -228,10 +231,13 @@ def mkcert(cert_path, key_path, names, days):
     from greenchat import certs
 
     for path in (cert_path, key_path):
-        if os.path.exists(path):
+        if os.path.lexists(path):               # a dangling symlink too
             raise AdminError(f"{path} exists; not overwriting it")
     cert_pem, key_pem = certs.make_pair(names[0], names, days)
-    certs.write_pair(cert_pem, key_pem, cert_path, key_path)
+    try:
+        certs.write_pair(cert_pem, key_pem, cert_path, key_path)
+    except FileExistsError as exc:              # appeared since the look above
+        raise AdminError(f"{exc.filename} exists; not overwriting it") from None
     return (f"wrote {cert_path} and {key_path} (for {', '.join(names)}, {days} days)\n"
             f"SHA-256 fingerprint {certs.pem_fingerprint(cert_pem)}")
 

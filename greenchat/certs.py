@@ -77,9 +77,26 @@ def pem_fingerprint(cert_pem):
 
 
 def write_pair(cert_pem, key_pem, cert_path, key_path):
-    """Write the pair; the key is created readable by its owner only."""
-    with open(cert_path, "wb") as f:
-        f.write(cert_pem)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_pem)
+    """Write the pair as new files: the certificate 0644, the key 0600.
+
+    Raises FileExistsError if either path exists, as a file or as a symlink
+    (even a dangling one); nothing is left behind then.
+    """
+    _write_new(cert_path, cert_pem, 0o644)
+    try:
+        _write_new(key_path, key_pem, 0o600)
+    except BaseException:
+        os.unlink(cert_path)
+        raise
+
+
+def _write_new(path, data, mode):
+    # O_EXCL: never overwrite or follow a link planted at the path.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)         # exactly, whatever the umask
+            f.write(data)
+    except BaseException:
+        os.unlink(path)
+        raise

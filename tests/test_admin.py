@@ -179,3 +179,47 @@ def test_a_rewrite_by_root_keeps_the_owner(tmp_path, monkeypatch):
                monkeypatch=monkeypatch) == 0
     st = os.stat(creds)
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o600)
+
+
+@pytest.mark.parametrize("mask", [0o000, 0o077], ids=["000", "077"])
+def test_mkcert_modes_do_not_depend_on_the_umask(tmp_path, umask, mask):
+    umask(mask)
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    admin.mkcert(str(cert), str(key), ["localhost"], 30)
+    assert (mode(cert), mode(key)) == (0o644, 0o600)
+
+
+@pytest.mark.parametrize("which", ["cert", "key"])
+def test_mkcert_never_writes_through_a_symlink(tmp_path, which):
+    paths = {"cert": tmp_path / "c.pem", "key": tmp_path / "k.pem"}
+    dangling = tmp_path / "elsewhere" / "target.pem"
+    dangling.parent.mkdir()
+    paths[which].symlink_to(dangling)
+    with pytest.raises(admin.AdminError, match="exists; not overwriting it"):
+        admin.mkcert(str(paths["cert"]), str(paths["key"]), ["localhost"], 30)
+    assert not dangling.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["elsewhere", paths[which].name])               # nothing written beside it either
+    existing = tmp_path / "existing.pem"
+    existing.write_text("precious\n")
+    paths[which].unlink()
+    paths[which].symlink_to(existing)
+    assert admin.main(["mkcert", "--cert", str(paths["cert"]), "--key", str(paths["key"])]) == 1
+    assert existing.read_text() == "precious\n"
+
+
+def test_write_pair_refuses_existing_paths_and_symlinks_itself(tmp_path):
+    # The check that matters is the open, not mkcert's friendlier look first.
+    from greenchat import certs
+    cert_pem, key_pem = certs.make_pair("localhost")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    key.symlink_to(tmp_path / "target.pem")
+    with pytest.raises(FileExistsError):
+        certs.write_pair(cert_pem, key_pem, str(cert), str(key))
+    assert not (tmp_path / "target.pem").exists() and not cert.exists()
+    key.unlink()
+    certs.write_pair(cert_pem, key_pem, str(cert), str(key))
+    assert key.read_bytes() == key_pem
+    with pytest.raises(FileExistsError):
+        certs.write_pair(cert_pem, key_pem, str(cert), str(tmp_path / "k2.pem"))
+    assert not (tmp_path / "k2.pem").exists()
