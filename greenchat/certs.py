@@ -12,6 +12,9 @@ Strategy
   SHA-256 fingerprint from the server, over the server's TLS link, together
   with the one-time token. `fingerprint()` is that pin.
 
+`expiry_warnings()` is the server's start-up look at its certificate: one
+that has expired or expires within EXPIRY_WARNING is worth a line in the log.
+
 No sockets here; files only where asked.
 """
 
@@ -27,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
+EXPIRY_WARNING = datetime.timedelta(days=14)
 
 
 def make_pair(common_name, names=DEFAULT_NAMES, days=365):
@@ -100,3 +104,22 @@ def _write_new(path, data, mode):
     except BaseException:
         os.unlink(path)
         raise
+
+
+def expiry_warnings(cert_path, now=None):
+    """Warnings (strings) if the first certificate in `cert_path` has expired
+    or expires within EXPIRY_WARNING of `now` (default: the current time)."""
+    try:
+        with open(cert_path, "rb") as f:
+            certificate = x509.load_pem_x509_certificate(f.read())
+    except (OSError, ValueError):
+        return []                               # unusable: server_context says so
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    end = certificate.not_valid_after_utc
+    date = end.strftime("%Y-%m-%d %H:%M UTC")
+    if end <= now:
+        return [f"TLS certificate {cert_path} expired on {date}"]
+    if end - now <= EXPIRY_WARNING:
+        return [f"TLS certificate {cert_path} expires on {date}, within "
+                f"{EXPIRY_WARNING.days} days"]
+    return []

@@ -19,12 +19,22 @@ log = logging.getLogger("greenchat")
 
 
 def build_server(config):
-    """Load credentials, open the store and construct (not start) the server."""
-    from greenchat.credentials import Credentials
+    """Load credentials, open the store and construct (not start) the server.
+
+    Logs a warning for each careless default it sees: a loose or plain-text
+    accounts file, no account, a TLS certificate about to expire.
+    """
+    from greenchat import certs
+    from greenchat.credentials import Credentials, file_warnings
     from greenchat.server import ChatServer
     from greenchat.store import Store
 
     credentials = Credentials.load(config.credentials)
+    warnings = file_warnings(config.credentials, credentials)
+    if config.tls_cert:
+        warnings += certs.expiry_warnings(config.tls_cert)
+    for warning in warnings:
+        log.warning("%s", warning)
     store = Store.open(config.database)
     try:
         return ChatServer(config, credentials, store)

@@ -11,8 +11,12 @@ share a name apart: `greenchat-admin adduser` gives every account a fresh one,
 so a name deleted and added again is a different account even when both
 edits fall between two loads. Hand-written lines may omit it (id None).
 `changes()` compares two loads, sans-IO, for a server that reloads the file.
+
+`file_warnings()` lists what a careless admin should hear about at start: a
+file others may read or write, plain-text passwords, no account at all.
 """
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -104,3 +108,22 @@ class Credentials:
         if stored is None:
             return False
         return passwords.verify(stored, password)
+
+
+def file_warnings(path, credentials):
+    """Warnings (strings) about the accounts file at `path`, loaded as `credentials`."""
+    warnings = []
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        mode = None                             # gone since the load: nothing to say
+    if mode is not None and mode & 0o077:
+        warnings.append(f"credentials file {path} is readable or writable by group or others "
+                        f"(mode {mode:04o}); run `chmod 600 {path}`")
+    plain = sum(not credentials.is_hashed(name) for name in credentials.usernames)
+    if plain:
+        warnings.append(f"credentials file {path} holds {plain} plain-text password(s); "
+                        "run `greenchat-admin upgrade` to hash them")
+    if not len(credentials):
+        warnings.append(f"credentials file {path} holds no account; nobody can log in")
+    return warnings

@@ -1,10 +1,14 @@
 """Unit tests of the accounts file."""
 
+import logging
 import os
 
 import pytest
 
-from greenchat.credentials import Credentials
+from greenchat import certs, passwords
+from greenchat.cli import build_server
+from greenchat.config import ServerConfig
+from greenchat.credentials import Credentials, file_warnings
 from greenchat.errors import CredentialsError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,3 +100,41 @@ def test_changes_between_two_loads(tmp_path):
     assert old.changes(third).password_changed == frozenset()
     nothing = old.changes(old)
     assert not (nothing.added or nothing.removed or nothing.replaced or nothing.password_changed)
+
+
+def test_file_warnings(tmp_path):
+    hashed = passwords.hash_password("pw")
+    path = write(tmp_path, f"alice {hashed} id1\nbob {hashed}\n")
+    os.chmod(path, 0o600)
+    assert file_warnings(path, Credentials.load(path)) == []
+    for loose in (0o644, 0o640, 0o602, 0o660):
+        os.chmod(path, loose)
+        (warning,) = file_warnings(path, Credentials.load(path))
+        assert f"mode {loose:04o}" in warning and "group or others" in warning
+    os.chmod(path, 0o600)
+    path = write(tmp_path, f"alice {hashed}\nbob pw\ncarol pw\n")
+    (warning,) = file_warnings(path, Credentials.load(path))
+    assert "2 plain-text password" in warning and "greenchat-admin upgrade" in warning
+    path = write(tmp_path, "# nobody yet\n")
+    (warning,) = file_warnings(path, Credentials.load(path))
+    assert "no account" in warning
+
+
+def test_build_server_logs_the_start_up_warnings(tmp_path, caplog):
+    creds = tmp_path / "credentials.txt"
+    creds.write_text("alice pw\nbob pw\n")
+    os.chmod(creds, 0o644)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certs.write_pair(*certs.make_pair("localhost", days=3), str(cert), str(key))
+    config = ServerConfig(port=0, block_duration=1, timeout=60, host="127.0.0.1",
+                          credentials=str(creds), data_dir=str(tmp_path / "data"),
+                          tls_cert=str(cert), tls_key=str(key))
+    with caplog.at_level(logging.WARNING, logger="greenchat"):
+        server = build_server(config)
+    server.start()
+    server.stop(timeout=5)
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and r.name.startswith("greenchat")]
+    assert any("mode 0644" in w for w in warnings), warnings
+    assert any("2 plain-text password" in w for w in warnings), warnings
+    assert any(str(cert) in w and "expires" in w for w in warnings), warnings

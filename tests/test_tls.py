@@ -220,3 +220,36 @@ def test_mkcert_pair_names_and_key_mode(tmp_path):
     with pytest.raises(admin.AdminError):
         admin.mkcert(str(cert), str(tmp_path / "k2.pem"), ["x"], 30)
     assert admin.main(["mkcert", "--cert", str(cert), "--key", str(key)]) == 1
+
+
+def test_expiry_warnings(tmp_path):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    soon, later = tmp_path / "soon.pem", tmp_path / "later.pem"
+    soon.write_bytes(certs.make_pair("localhost", days=3)[0])
+    later.write_bytes(certs.make_pair("localhost", days=365)[0])
+    (warning,) = certs.expiry_warnings(str(soon))
+    end = x509.load_pem_x509_certificate(soon.read_bytes()).not_valid_after_utc
+    assert str(soon) in warning and "expires" in warning and end.strftime("%Y-%m-%d") in warning
+    assert certs.expiry_warnings(str(later)) == []
+    in_360_days = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=360)
+    assert len(certs.expiry_warnings(str(later), now=in_360_days)) == 1
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    past = datetime.datetime(2020, 1, 2, 3, 4, tzinfo=datetime.timezone.utc)
+    expired_cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                    .not_valid_before(past - datetime.timedelta(days=30)).not_valid_after(past)
+                    .sign(key, hashes.SHA256()))
+    expired = tmp_path / "expired.pem"
+    expired.write_bytes(expired_cert.public_bytes(serialization.Encoding.PEM))
+    (warning,) = certs.expiry_warnings(str(expired))
+    assert "expired" in warning and "2020-01-02" in warning
+    # An unusable file is server_context's to report, not this check's.
+    assert certs.expiry_warnings(str(tmp_path / "missing.pem")) == []
