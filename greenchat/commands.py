@@ -5,6 +5,10 @@ it takes and where it runs (on the server, over a peer link, or in the client
 alone). `parse_line` is the single path for argument checks and unknown
 commands: whatever it rejects becomes `Error. Invalid command`, on either side.
 
+A line holding a lone surrogate (JSON can carry "\ud800", UTF-8 cannot) is
+refused like any other invalid line, so no text that cannot be stored, sent
+or shown as UTF-8 gets past the parser.
+
 Argument kinds:
   "user"    one whitespace-free word
   "seconds" a non-negative decimal integer
@@ -53,6 +57,7 @@ COMMANDS = {spec.name: spec for spec in _SPECS}
 
 
 _WORD = re.compile(r"\s*(\S+)")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_line(line):
@@ -62,6 +67,8 @@ def parse_line(line):
     the line after the separating whitespace, kept verbatim but for a trailing
     line ending. `args` is a tuple of str, except "seconds", which is an int.
     """
+    if _SURROGATE.search(line):
+        raise InvalidCommand()
     line = line.rstrip("\r\n")
     match = _WORD.match(line)
     spec = COMMANDS.get(match.group(1)) if match else None

@@ -322,7 +322,10 @@ class ChatServer:
         except Exception:
             log.exception("%s: internal error", session)
         finally:
-            self._end(session)
+            try:
+                self._end(session)
+            except Exception:
+                log.exception("%s: internal error while ending the session", session)
 
     def _read(self, session, timeout):
         if self.stopping:
@@ -549,14 +552,18 @@ class ChatServer:
         if not self.stopping:
             self._announce(name, False)
         session.closed.set()
-        try:
-            if records:
-                log.info("%s: storing %d undelivered message(s) as offline", name, len(records))
+        if records:
+            log.info("%s: storing %d undelivered message(s) as offline", name, len(records))
+            try:
                 self.store.save_offline(records)
-            if session.login_id is not None:
+            except GreenchatError as exc:
+                log.error("%s: could not store %d undelivered message(s): %s",
+                          name, len(records), exc)
+        if session.login_id is not None:
+            try:
                 self.store.record_logout(session.login_id, now)
-        except GreenchatError as exc:
-            log.error("%s: could not store the end of the session: %s", name, exc)
+            except GreenchatError as exc:
+                log.error("%s: could not record the logout: %s", name, exc)
 
     def _announce(self, name, online):
         """Tell every other online user, soon, that `name` came or went.

@@ -105,10 +105,14 @@ class Store:
         self._jobs.put_nowait((func, args, result, grouped))
         try:
             return result.get(timeout=CALL_TIMEOUT)
-        except sqlite3.Error as exc:
-            raise StoreError(f"database {self.path}: {exc}") from exc
         except gevent.Timeout:
             raise StoreError(f"database {self.path}: no answer in {CALL_TIMEOUT}s") from None
+        except StoreError:
+            raise
+        except Exception as exc:
+            # sqlite3's errors, and anything a value can raise on its way in
+            # (text that is not UTF-8): the caller sees one kind of failure.
+            raise StoreError(f"database {self.path}: {exc.__class__.__name__}: {exc}") from exc
 
     def _dispatch(self):
         jobs = self._jobs

@@ -123,3 +123,85 @@ def test_blank_line_flood_at_a_private_link_port_freezes_no_client(make_server):
     assert gap < 0.25, f"the client's event loop stalled {gap * 1000:.0f} ms"
     alice.quit()
     bob.quit()
+
+
+# Item 3: text that cannot be stored -------------------------------------------
+
+def raw_command(agent, request_id, json_line):
+    """Send a command whose line is given as raw JSON (e.g. with a lone surrogate)."""
+    agent.sock.sendall(b'{"type":"command","id":%d,"line":%s}\n' % (request_id, json_line))
+    return agent.wait_for(lambda f: f["type"] == "reply" and f.get("id") == request_id)
+
+
+@pytest.mark.parametrize("line", [rb'"message bob bad \ud800 text"',
+                                  rb'"message bob \udfff"',
+                                  rb'"broadcast lone \udc80"'])
+def test_text_that_is_not_unicode_is_refused_where_it_enters(make_server, line):
+    server = make_server(["alice", "bob"])
+    alice = Agent("alice", server.address)
+    assert alice.login()["status"] == "ok"
+    reply = raw_command(alice, 900, line)           # bob is offline
+    assert reply["ok"] is False and reply["lines"] == [texts.INVALID_COMMAND]
+    # The sender's session goes on, and a good message still goes through.
+    assert alice.command("message bob fine")[1]["ok"]
+    bob = Agent("bob", server.address)
+    assert bob.login()["status"] == "ok"
+    bob.wait_for(lambda f: f.get("text") == "fine")
+    assert bob.texts() == ["fine"]
+
+
+def fill_mailbox(sender, recipient, first, count):
+    """`recipient` has stopped reading: `sender` sends numbered 16 KB messages,
+    enough to fill the socket buffers so the rest wait in the server."""
+    pad = "x" * 16000
+    for i in range(first, first + count):
+        assert sender.command(f"message {recipient.name} {i} {pad}")[1]["ok"]
+
+
+def assert_stored_from(server, name, last):
+    """`name` logs in again and gets a gap-free run of messages ending at `last`."""
+    again = Agent(name, server.address)
+    assert again.login()["status"] == "ok"
+    again.wait_for(lambda f: f.get("text", "").startswith(f"{last} "), timeout=10)
+    numbers = [int(t.split()[0]) for t in again.texts()]
+    assert numbers == list(range(numbers[0], last + 1))
+    return again
+
+
+def test_a_lone_surrogate_cannot_wipe_an_online_recipients_queue(make_server):
+    server = make_server(["alice", "bob"])
+    alice, bob = Agent("alice", server.address), Agent("bob", server.address)
+    assert alice.login()["status"] == "ok" and bob.login()["status"] == "ok"
+    bob.reader.kill()                       # bob stops reading: his mailbox fills
+    fill_mailbox(alice, bob, 0, 600)
+    reply = raw_command(alice, 900, rb'"message bob poison \ud800"')
+    assert reply["lines"] == [texts.INVALID_COMMAND]
+    fill_mailbox(alice, bob, 600, 20)
+    bob.sock.close()                        # what bob never got is stored
+    gevent.sleep(0.5)
+    assert_stored_from(server, "bob", 619)
+    # The first session's logout was recorded.
+    assert "bob" in alice.command("whoelsesince 60")[1]["lines"]
+
+
+def test_an_unexpected_error_ends_one_session_cleanly(make_server, caplog):
+    server = make_server(["alice", "bob", "carol"])
+    alice, bob, carol = (Agent(n, server.address) for n in ("alice", "bob", "carol"))
+    for agent in (alice, bob, carol):
+        assert agent.login()["status"] == "ok"
+    bob.reader.kill()
+    fill_mailbox(alice, bob, 0, 600)
+
+    def broken(session, *args):
+        raise RuntimeError("a bug")
+    server.cmd_whoelse = broken             # a handler with a bug, for bob's command
+    bob.send({"type": "command", "id": 1, "line": "whoelse"})
+    # (After trying for 5 s to flush what bob's mailbox holds.)
+    carol.wait_for(lambda f: f == {"type": "presence", "user": "bob", "online": False},
+                   timeout=15)
+    assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)
+    del server.cmd_whoelse
+    # Everything bob never got is stored, his logout recorded, others unharmed.
+    assert_stored_from(server, "bob", 599)
+    assert "bob" in carol.command("whoelsesince 60")[1]["lines"]
+    assert alice.command("message carol still fine")[1]["ok"]
