@@ -426,23 +426,39 @@ class ChatServer:
         session.send({"type": "login", "status": "ok", "user": name, "text": texts.WELCOME})
         session.online_since = self._announce(name, True)
         log.info("login: %s from %s:%s", name, *session.address[:2])
-        # Until the offline messages are queued, deliveries wait in
-        # session.pending; if loading fails, _end stores them.
-        session.login_id, messages = self.store.open_session(name, self.clock())
-        backlog = [(encode({"type": "message", "from": sender, "text": text,
-                            "sent_at": sent_at, "offline": True}),
-                    (name, sender, text, sent_at))
-                   for sender, text, sent_at in messages]
-        # Offline messages first, then whatever arrived while they loaded,
-        # fed at the pace the client reads them.
-        backlog += session.pending
-        session.pending = []
-        while backlog:
-            if not self._feed(session, backlog):
+        # Until the offline messages are out, deliveries wait in
+        # session.pending; if the session ends first, _end stores them.
+        session.login_id = self.store.record_login(name, self.clock())
+        if not self._send_backlog(session):
+            return True
+        # Then whatever arrived meanwhile, at the pace the client reads it.
+        while session.pending:
+            pending, session.pending = session.pending, []
+            if not self._feed(session, pending):
                 return True
-            backlog, session.pending = session.pending, []
         session.state = ONLINE
         return True
+
+    def _send_backlog(self, session):
+        """Send the stored messages a page at a time; False if the session ends.
+
+        A page leaves the store only once it has been written (removed
+        with the next page's read), so a crash shows at most one page again.
+        """
+        name, outbox = session.user, session.outbox
+        after = done = None
+        while True:
+            rows = self.store.offline_page(name, after or 0, done)
+            if not rows:
+                return True
+            self._feed(session, [(encode({"type": "message", "from": sender, "text": text,
+                                          "sent_at": sent_at, "offline": True}), None)
+                                 for _, sender, text, sent_at in rows])
+            if session.end_reason is not None or \
+                    not outbox.wait_written(outbox.queued, FLUSH_TIMEOUT):
+                self._cut_off(session, "not reading its offline messages")
+                return False
+            after = done = rows[-1][0]
 
     def _feed(self, session, items):
         """Queue (frame, record) items without overrunning the mailbox.
@@ -454,24 +470,20 @@ class ChatServer:
         """
         outbox = session.outbox
         low = outbox.limit // 4
-        index = 0
-        while index < len(items):
-            room = outbox.limit - len(outbox)
-            if room > 0:
-                for frame, record in items[index:index + room]:
-                    outbox.put(frame, record)
-                index += room
-                continue
-            deadline = monotonic() + FLUSH_TIMEOUT
-            while len(outbox) > low and not outbox.failed and monotonic() < deadline:
-                gevent.sleep(0.01)
-            if len(outbox) > low:
-                log.warning("%s: not reading its offline messages, disconnecting", session.user)
-                session.pending[:0] = items[index:]
-                session.end_reason = "slow"
-                shutdown(session.sock)
-                return False
+        for index, (frame, record) in enumerate(items):
+            while not outbox.put(frame, record):
+                if session.end_reason is not None or \
+                        not outbox.wait_written(outbox.queued - low, FLUSH_TIMEOUT):
+                    session.pending[:0] = items[index:]
+                    self._cut_off(session, "not reading its offline messages")
+                    return False
         return True
+
+    def _cut_off(self, session, why):
+        if session.end_reason is None:
+            log.warning("%s: %s, disconnecting", session.user, why)
+            session.end_reason = "slow"
+        shutdown(session.sock)
 
     def _command_loop(self, session):
         timeout = self.config.timeout

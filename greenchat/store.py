@@ -40,6 +40,11 @@ CALL_TIMEOUT = 60.0
 # At most this many calls share one transaction, so one group's commit
 # stays short.
 GROUP_MAX = 256
+# An offline backlog is read a page at a time, and a page leaves the store
+# only once it has been written: at most one page is shown again after a
+# crash, and a backlog never sits in memory whole.
+PAGE_ROWS = 256
+PAGE_CHARS = 1 << 20
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS offline (
@@ -194,19 +199,30 @@ class Store:
                 "INSERT INTO offline (recipient, sender, body, sent_at) VALUES (?, ?, ?, ?)",
                 messages))
 
-    def take_offline(self, recipient):
-        """Remove and return [(sender, text, sent_at)] for recipient, oldest first."""
-        return self._transaction(self._take, recipient)
+    def offline_page(self, recipient, after=0, done_upto=None, rows=PAGE_ROWS,
+                     size=PAGE_CHARS):
+        """The next page of recipient's offline messages, oldest first.
 
-    @staticmethod
-    def _take(db, recipient):
-        rows = db.execute(
-            "SELECT id, sender, body, sent_at FROM offline WHERE recipient = ? ORDER BY id",
-            (recipient,)).fetchall()
-        if rows:
-            db.execute("DELETE FROM offline WHERE recipient = ? AND id <= ?",
-                       (recipient, rows[-1][0]))
-        return [row[1:] for row in rows]
+        Returns [(id, sender, text, sent_at)] with id > `after`: at most
+        `rows` rows and, past the first, at most `size` characters of text. In
+        the same transaction, first removes those with id <= `done_upto`
+        (the page the caller has finished with).
+        """
+        def page(db):
+            if done_upto is not None:
+                db.execute("DELETE FROM offline WHERE recipient = ? AND id <= ?",
+                           (recipient, done_upto))
+            found, total = [], 0
+            for row in db.execute(
+                    "SELECT id, sender, body, sent_at FROM offline "
+                    "WHERE recipient = ? AND id > ? ORDER BY id LIMIT ?",
+                    (recipient, after, rows)):
+                total += len(row[2])
+                if found and total > size:
+                    break
+                found.append(row)
+            return found
+        return self._transaction(page)
 
     def count_offline(self, recipient=None):
         def count(db):
@@ -237,17 +253,6 @@ class Store:
         """Open a login record; return its id for record_logout."""
         return self._transaction(lambda db: db.execute(
             "INSERT INTO logins (user, login_at) VALUES (?, ?)", (user, at)).lastrowid)
-
-    def open_session(self, user, at):
-        """Record a login and take the user's offline messages, in one transaction.
-
-        Returns (login_id, [(sender, text, sent_at)] oldest first).
-        """
-        def open_(db):
-            login_id = db.execute(
-                "INSERT INTO logins (user, login_at) VALUES (?, ?)", (user, at)).lastrowid
-            return login_id, self._take(db, user)
-        return self._transaction(open_)
 
     def record_logout(self, login_id, at):
         self._transaction(lambda db: db.execute(

@@ -158,6 +158,9 @@ class Outbox:
         self.items = []
         self._start = 0           # items before this one are taken
         self.unsent = []          # items that never reached the socket
+        self.queued = 0           # items ever queued
+        self.written = 0          # items ever written whole
+        self._progress = None     # an Event while someone waits for writes
         self.failed = False
         self._ready = Event()     # set while items wait for the writer
         self._closing = False
@@ -174,6 +177,7 @@ class Outbox:
         if len(items) - self._start >= self.limit:
             return False
         items.append(frame if record is None else (frame, record))
+        self.queued += 1
         if len(items) == 1:
             self._wake()
         return True
@@ -184,8 +188,31 @@ class Outbox:
 
     def _append(self, item):
         self.items.append(item)
+        if item is not _CLOSE:
+            self.queued += 1
         if len(self.items) == 1:
             self._wake()
+
+    def wait_written(self, count, stall_timeout):
+        """Wait until `count` items have been written in all (see `queued`).
+
+        False if the writer fails, or writes nothing for `stall_timeout`
+        seconds: the peer has stopped reading.
+        """
+        while self.written < count:
+            if self.failed:
+                return False
+            before = self.written
+            progress = self._progress = Event()
+            progress.wait(stall_timeout)
+            self._progress = None
+            if self.written == before:
+                return False
+        return True
+
+    def _progressed(self):
+        if self._progress is not None:
+            self._progress.set()
 
     def _wake(self):
         if self.greenlet is None:
@@ -273,11 +300,14 @@ class Outbox:
                     # idle writers would each keep their last batch (measured:
                     # 43 MB at 2,000 connections after a presence flood).
                     data = view = None
+                    self.written += len(batch)
+                    self._progressed()
                 batch = []
                 if closing:
                     return
         except BaseException as exc:  # noqa: B902 - GreenletExit included: keep the batch
             self.failed = True
+            self._progressed()
             self.unsent.extend(_not_written(batch, sent))
             if not isinstance(exc, (OSError, gevent.GreenletExit)):
                 log.exception("writer failed")

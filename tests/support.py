@@ -7,6 +7,9 @@ every frame with its arrival time, and every wait is bounded.
 
 import gc
 import os
+import re
+import subprocess
+import sys
 import time
 
 import gevent
@@ -21,6 +24,8 @@ from greenchat.config import ClientConfig, ServerConfig
 from greenchat.console import Console
 
 PASSWORD = "pw"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVER_SCRIPT = os.path.join(ROOT, "bin", "greenchat-server")
 
 
 class ServerFactory:
@@ -48,6 +53,56 @@ class ServerFactory:
     def stop_all(self):
         for server in self.servers:
             server.stop(timeout=10)
+
+
+class ServerProcess:
+    """bin/greenchat-server as a process on 127.0.0.1 (port 0), with its
+    credentials and data in `directory`; `address` once it listens. Started
+    again on the same directory, it is the same server after a restart."""
+
+    def __init__(self, directory, *args, block_duration="60", timeout="600", preexec_fn=None):
+        self.log_path = os.path.join(directory, "server.log")
+        with open(self.log_path, "a") as log:
+            seen = self._ports()
+            self.proc = subprocess.Popen(
+                [sys.executable, SERVER_SCRIPT, "0", block_duration, timeout,
+                 "--host", "127.0.0.1",
+                 "--credentials", os.path.join(directory, "credentials.txt"),
+                 "--data", os.path.join(directory, "data"), "--command-rate", "0", *args],
+                stdout=subprocess.DEVNULL, stderr=log, preexec_fn=preexec_fn)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            ports = self._ports()
+            if len(ports) > len(seen):
+                self.address = ("127.0.0.1", int(ports[-1]))
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.proc.kill()
+        raise AssertionError(f"server did not start: {self.log()[-2000:]}")
+
+    def _ports(self):
+        return re.findall(r"listening on 127\.0\.0\.1:(\d+)", self.log())
+
+    def log(self):
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def kill(self):
+        """kill -9, no warning."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self):
+        """SIGTERM; the exit status."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(15)
 
 
 class Agent:

@@ -3,42 +3,18 @@ offline messages, restart it on the same data directory, and prove that every
 message whose sender got the acknowledgement is delivered exactly once, and
 that locks and blocks are still in force."""
 
-import os
-import re
 import signal
-import subprocess
-import sys
 import time
 
 import gevent
 
 from greenchat import texts
-from support import Agent
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVER = os.path.join(ROOT, "bin", "greenchat-server")
+from support import Agent, ServerProcess
 
 
-def start(tmp_path, block_duration="60"):
-    log = open(tmp_path / "server.log", "a+")
-    proc = subprocess.Popen(
-        [sys.executable, SERVER, "0", block_duration, "600", "--host", "127.0.0.1",
-         "--credentials", str(tmp_path / "credentials.txt"), "--data", str(tmp_path / "data"),
-         "--command-rate", "0"],
-        stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        log.seek(0)
-        ports = re.findall(r"listening on 127\.0\.0\.1:(\d+)", log.read())
-        if len(ports) > start.count.get(str(tmp_path), 0):
-            start.count[str(tmp_path)] = len(ports)
-            return proc, ("127.0.0.1", int(ports[-1]))
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("server did not start")
-
-
-start.count = {}
+def start(tmp_path):
+    server = ServerProcess(str(tmp_path))
+    return server.proc, server.address
 
 
 def test_acknowledged_messages_survive_kill_9_exactly_once(tmp_path):

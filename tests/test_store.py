@@ -30,24 +30,32 @@ def test_open_creates_missing_directories_and_uses_wal(path):
     db.close()
 
 
-def test_offline_messages_are_taken_once_oldest_first_per_recipient(store):
+def page_texts(rows):
+    return [text for _, _, text, _ in rows]
+
+
+def test_offline_messages_come_a_page_at_a_time_oldest_first_per_recipient(store):
     store.save_offline([("bob", "alice", "one", 1.0), ("carol", "alice", "x", 1.5),
                         ("bob", "dave", "two", 2.0)])
     store.save_offline([("bob", "alice", "three", 3.0)])
     assert store.count_offline() == 4
-    assert store.take_offline("bob") == [("alice", "one", 1.0), ("dave", "two", 2.0),
-                                         ("alice", "three", 3.0)]
-    assert store.take_offline("bob") == []
+    first = store.offline_page("bob", rows=2)
+    assert [row[1:] for row in first] == [("alice", "one", 1.0), ("dave", "two", 2.0)]
+    # Nothing leaves the store until the caller says it is done with a page.
+    assert store.count_offline("bob") == 3
+    second = store.offline_page("bob", after=first[-1][0], done_upto=first[-1][0], rows=2)
+    assert page_texts(second) == ["three"]
+    assert store.count_offline("bob") == 1
+    assert store.offline_page("bob", after=second[-1][0], done_upto=second[-1][0]) == []
+    assert store.count_offline("bob") == 0
     assert store.count_offline("carol") == 1
 
 
-def test_open_session_records_a_login_and_takes_the_messages(store):
-    store.save_offline([("bob", "alice", "hi", 5.0)])
-    login_id, messages = store.open_session("bob", 10.0)
-    assert messages == [("alice", "hi", 5.0)]
-    assert store.count_offline("bob") == 0
-    store.record_logout(login_id, 20.0)
-    assert store.last_logouts() == {"bob": 20.0}
+def test_a_page_is_bounded_by_its_text_but_holds_at_least_one_message(store):
+    store.save_offline([("bob", "alice", "x" * 600, float(i)) for i in range(5)])
+    assert len(store.offline_page("bob", size=1000)) == 1
+    assert len(store.offline_page("bob", size=1300)) == 2
+    assert len(store.offline_page("bob", size=100)) == 1
 
 
 def test_login_history(store):
@@ -89,7 +97,7 @@ def test_everything_survives_close_and_reopen(path):
     store.close()
     store = Store.open(path)
     try:
-        assert store.take_offline("bob") == [("alice", "kept", 1.0)]
+        assert [row[1:] for row in store.offline_page("bob")] == [("alice", "kept", 1.0)]
         assert store.all_blocks() == [("alice", "bob")]
         assert list(store.active_locks()) == ["dave"]
         assert store.last_logouts() == {"carol": 2.0}
@@ -101,7 +109,7 @@ def test_calls_run_in_the_order_they_are_made(store):
     def save(i):
         store.save_offline([("bob", "alice", str(i), float(i))])
     gevent.joinall([gevent.spawn(save, i) for i in range(100)], timeout=30)
-    assert [text for _, text, _ in store.take_offline("bob")] == [str(i) for i in range(100)]
+    assert page_texts(store.offline_page("bob")) == [str(i) for i in range(100)]
 
 
 def test_store_work_does_not_stall_the_hub(store):
@@ -140,7 +148,7 @@ def test_concurrent_calls_share_transactions_and_fail_alone(store, monkeypatch):
     assert failed == [50]
     assert isinstance(workers[50].exception, StoreError)
     sizes = list(groups)
-    assert [text for _, text, _ in store.take_offline("bob")] == \
+    assert page_texts(store.offline_page("bob")) == \
         [str(i) for i in range(100) if i != 50]
     # 99 successful calls plus the failed one, in far fewer transactions.
     assert sum(sizes) == 100
