@@ -81,7 +81,8 @@ def start_greenchat(workdir, credentials):
         sys.executable, os.path.join(ROOT, "bin", "greenchat-server"), "0", "60", "3600",
         "--host", "127.0.0.1", "--credentials", credentials,
         "--data", os.path.join(workdir, "greenchat-data"),
-        "--mailbox-limit", "1000000", "--command-rate", "0", "--max-per-address", "100000",
+        "--mailbox-limit", "1000000", "--mailbox-limit-bytes", str(1 << 30),
+        "--command-rate", "0", "--max-per-address", "100000",
         "--max-connections", "100000"], workdir)
 
 

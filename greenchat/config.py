@@ -32,6 +32,7 @@ class ServerConfig:
     log_level: str = "info"
     max_frame: int = DEFAULT_MAX_FRAME
     mailbox_limit: int = 10_000
+    mailbox_limit_bytes: int = 4 * 1024 * 1024
     login_timeout: float = 120.0
     failed_logins: int = 3
     backlog: int = 1024
@@ -52,7 +53,7 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be a positive number of seconds")
         if self.command_rate < 0:
             raise ConfigError("command_rate must be 0 (no limit) or more")
-        for name in ("max_frame", "mailbox_limit", "failed_logins", "backlog",
+        for name in ("max_frame", "mailbox_limit", "mailbox_limit_bytes", "failed_logins", "backlog",
                      "command_burst", "max_connections", "max_per_address"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
@@ -156,6 +157,10 @@ def server_parser():
                    help="largest frame a client may send (default: %(default)s)")
     p.add_argument("--mailbox-limit", type=_positive_int, default=10_000, metavar="N",
                    help="undelivered frames a client may fall behind by before it is "
+                        "disconnected (default: %(default)s)")
+    p.add_argument("--mailbox-limit-bytes", type=_positive_int, default=4 * 1024 * 1024,
+                   metavar="BYTES",
+                   help="undelivered bytes a client may fall behind by before it is "
                         "disconnected (default: %(default)s)")
     p.add_argument("--login-timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
                    help="time a connection has to log in (default: %(default)s)")

@@ -115,20 +115,22 @@ class Session:
     """One connection: its socket, reader, outbox and (once logged in) user."""
 
     __slots__ = ("server", "sock", "address", "reader", "outbox", "user", "login_id", "state",
-                 "pending", "spill", "end_reason", "closed", "p2p", "online_since", "bucket")
+                 "pending", "pending_bytes", "spill", "end_reason", "closed", "p2p",
+                 "online_since", "bucket")
 
     def __init__(self, server, sock, address):
         self.server = server
         self.sock = sock
         self.address = address
         self.reader = FrameReader(sock, server.config.max_frame)
-        self.outbox = Outbox(sock, server.config.mailbox_limit)
+        self.outbox = Outbox(sock, server.config.mailbox_limit, server.config.mailbox_limit_bytes)
         # Every frame counts, from the first: login probes as well as commands.
         self.bucket = TokenBucket(server.config.command_rate, server.config.command_burst)
         self.user = None
         self.login_id = None
         self.state = NEW
         self.pending = []      # deliveries held back while offline messages load
+        self.pending_bytes = 0
         self.spill = []        # message records arriving while the session closes
         self.end_reason = None
         self.closed = Event()
@@ -146,16 +148,33 @@ class Session:
         if state is ONLINE:
             if self.outbox.put(frame, record):
                 return
-            log.warning("%s: mailbox full (%d frames), disconnecting slow consumer",
-                        self.user, len(self.outbox))
-            self.state = CLOSING
-            self.end_reason = "slow"
-            shutdown(self.sock)
-            state = CLOSING
-        if state is LOADING:
-            self.pending.append((frame, record))
-        elif record is not None:
+            self.cut_off("mailbox full")
+        elif state is LOADING:
+            # Held back, but within the same limits as the mailbox.
+            outbox = self.outbox
+            if len(self.pending) < outbox.limit and \
+                    self.pending_bytes + len(frame) <= outbox.limit_bytes:
+                self.pending.append((frame, record))
+                self.pending_bytes += len(frame)
+                return
+            self.cut_off("mailbox full")
+        if record is not None:
             self.spill.append(record)
+
+    def take_pending(self):
+        """The deliveries held back so far, oldest first; the list starts anew."""
+        pending, self.pending, self.pending_bytes = self.pending, [], 0
+        return pending
+
+    def cut_off(self, why):
+        """End a session whose client does not keep up with its mail."""
+        if self.end_reason is None:
+            log.warning("%s: %s (%d frames, %d bytes waiting), disconnecting slow reader",
+                        self.user, why, len(self.outbox) + len(self.pending),
+                        self.outbox.nbytes + self.pending_bytes)
+            self.end_reason = "slow"
+        self.state = CLOSING
+        shutdown(self.sock)
 
     def send(self, message):
         self.outbox.send(message)
@@ -433,8 +452,7 @@ class ChatServer:
             return True
         # Then whatever arrived meanwhile, at the pace the client reads it.
         while session.pending:
-            pending, session.pending = session.pending, []
-            if not self._feed(session, pending):
+            if not self._feed(session, session.take_pending()):
                 return True
         session.state = ONLINE
         return True
@@ -456,7 +474,7 @@ class ChatServer:
                                  for _, sender, text, sent_at in rows])
             if session.end_reason is not None or \
                     not outbox.wait_written(outbox.queued, FLUSH_TIMEOUT):
-                self._cut_off(session, "not reading its offline messages")
+                session.cut_off("not reading its offline messages")
                 return False
             after = done = rows[-1][0]
 
@@ -475,15 +493,9 @@ class ChatServer:
                 if session.end_reason is not None or \
                         not outbox.wait_written(outbox.queued - low, FLUSH_TIMEOUT):
                     session.pending[:0] = items[index:]
-                    self._cut_off(session, "not reading its offline messages")
+                    session.cut_off("not reading its messages")
                     return False
         return True
-
-    def _cut_off(self, session, why):
-        if session.end_reason is None:
-            log.warning("%s: %s, disconnecting", session.user, why)
-            session.end_reason = "slow"
-        shutdown(session.sock)
 
     def _command_loop(self, session):
         timeout = self.config.timeout

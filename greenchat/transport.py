@@ -152,9 +152,11 @@ class Outbox:
     starts a new one.
     """
 
-    def __init__(self, sock, limit=None):
+    def __init__(self, sock, limit=None, limit_bytes=None):
         self.sock = sock
         self.limit = limit if limit is not None else float("inf")
+        self.limit_bytes = limit_bytes if limit_bytes is not None else float("inf")
+        self.nbytes = 0           # bytes queued and not yet written
         self.items = []
         self._start = 0           # items before this one are taken
         self.unsent = []          # items that never reached the socket
@@ -172,12 +174,17 @@ class Outbox:
         return len(self.items) - self._start
 
     def put(self, frame, record=None):
-        """Queue a frame; False (and nothing queued) if `limit` frames wait already."""
+        """Queue a frame; False (and nothing queued) if `limit` frames wait
+        already, or it would take the bytes not yet written past `limit_bytes`
+        (a frame alone may be larger)."""
         items = self.items
-        if len(items) - self._start >= self.limit:
+        size = len(frame)
+        if len(items) - self._start >= self.limit or \
+                (self.nbytes + size > self.limit_bytes and self.nbytes):
             return False
         items.append(frame if record is None else (frame, record))
         self.queued += 1
+        self.nbytes += size
         if len(items) == 1:
             self._wake()
         return True
@@ -190,6 +197,7 @@ class Outbox:
         self.items.append(item)
         if item is not _CLOSE:
             self.queued += 1
+            self.nbytes += len(item)
         if len(self.items) == 1:
             self._wake()
 
@@ -296,6 +304,7 @@ class Outbox:
                         while sent < len(view):
                             sent += send(view[sent:])
                         view.release()
+                    self.nbytes -= len(data)
                     # Not held while waiting for the next frame: thousands of
                     # idle writers would each keep their last batch (measured:
                     # 43 MB at 2,000 connections after a presence flood).

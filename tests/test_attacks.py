@@ -185,7 +185,7 @@ def test_a_lone_surrogate_cannot_wipe_an_online_recipients_queue(make_server):
 
 
 def test_an_unexpected_error_ends_one_session_cleanly(make_server, caplog):
-    server = make_server(["alice", "bob", "carol"])
+    server = make_server(["alice", "bob", "carol"], mailbox_limit_bytes=1 << 26)
     alice, bob, carol = (Agent(n, server.address) for n in ("alice", "bob", "carol"))
     for agent in (alice, bob, carol):
         assert agent.login()["status"] == "ok"
@@ -263,3 +263,38 @@ def test_kill_9_during_backlog_delivery_loses_no_stored_message(tmp_path):
     # At least once across the crash: at most the page in flight is shown again.
     assert again <= 256, f"{again} shown twice"
     assert first < count                 # the kill did land mid-backlog
+
+
+# Item 5: a slow reader's mailbox, by bytes as well as frames -----------------------
+
+def test_a_non_reader_of_big_frames_is_cut_off_by_bytes(make_server):
+    from gevent import socket
+    from greenchat.codec import encode
+    server = make_server(["alice", "bob", "carol"], mailbox_limit_bytes=1 << 20)
+    alice, carol = Agent("alice", server.address), Agent("carol", server.address)
+    assert alice.login()["status"] == "ok" and carol.login()["status"] == "ok"
+    bob = socket.socket()
+    bob.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    bob.connect(server.address)
+    for frame in ({"type": "hello", "version": 1}, {"type": "username", "username": "bob"},
+                  {"type": "password", "password": "pw"}):
+        bob.sendall(encode(frame))
+    carol.wait_for(lambda f: f.get("user") == "bob" and f.get("online"))
+    big = "m" * 60000
+    gone = None
+    for i in range(400):                  # 24 MB, far under the 10,000-frame limit
+        assert alice.command(f"message bob {i} {big}")[1]["ok"]
+        if any(f == {"type": "presence", "user": "bob", "online": False}
+               for _, f in carol.stream):
+            gone = i
+            break
+        gevent.sleep(0.002)
+    bob.close()
+    # 1 MiB in the mailbox, plus what the kernel's socket buffers took.
+    assert gone is not None and gone < 150, f"bob was still online after {gone} frames"
+    again = Agent("bob", server.address)
+    assert again.login()["status"] == "ok"
+    again.command("whoelse")
+    numbers = [int(t.split()[0]) for t in again.texts()]
+    # What bob never read comes back, in order, at his next login.
+    assert numbers == list(range(numbers[0], gone + 1))

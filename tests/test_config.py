@@ -19,16 +19,19 @@ def test_server_positionals_and_defaults():
 def test_server_options():
     config = parse_server_args(["0", "1", "2", "--host", "127.0.0.1", "--credentials", "c",
                                 "--data", "d", "--log-level", "debug", "--max-frame", "2048",
-                                "--mailbox-limit", "5", "--login-timeout", "3"])
+                                "--mailbox-limit", "5", "--mailbox-limit-bytes", "9000",
+                                "--login-timeout", "3"])
     assert (config.host, config.credentials, config.data_dir, config.log_level,
-            config.max_frame, config.mailbox_limit, config.login_timeout) == \
-        ("127.0.0.1", "c", "d", "debug", 2048, 5, 3.0)
+            config.max_frame, config.mailbox_limit, config.mailbox_limit_bytes,
+            config.login_timeout) == ("127.0.0.1", "c", "d", "debug", 2048, 5, 9000, 3.0)
+    assert parse_server_args([]).mailbox_limit_bytes == 4 * 1024 * 1024
 
 
 @pytest.mark.parametrize("argv", [
     ["x"], ["70000"], ["-1"], ["1", "0"], ["1", "-3"], ["1", "1", "nan"], ["1", "1", "inf"],
     ["1", "1", "1", "extra"], ["--nope"], ["1", "1", "1", "--log-level", "loud"],
     ["1", "1", "1", "--max-frame", "10"], ["1", "1", "1", "--mailbox-limit", "0"],
+    ["1", "1", "1", "--mailbox-limit-bytes", "0"],
 ])
 def test_bad_server_arguments_print_usage_and_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as info:

@@ -112,6 +112,20 @@ def test_retiring_a_busy_writer_loses_nothing():
     assert [f["i"] for f in reader.get(timeout=10)] == list(range(200))
 
 
+def test_the_byte_limit_refuses_but_never_an_empty_mailbox():
+    a, b = socket.socketpair()
+    outbox = Outbox(a, limit_bytes=100)
+    big = frame(0, "x" * 200)               # larger than the limit alone
+    assert outbox.put(big)                  # an empty mailbox takes it
+    assert not outbox.put(frame(1))         # but nothing after it
+    assert outbox.wait_written(1, 5)
+    assert outbox.nbytes == 0
+    assert outbox.put(frame(2, "y" * 40)) and not outbox.put(frame(3, "z" * 40))
+    outbox.close(5)
+    a.close()
+    assert [f["i"] for f in read_all(b)] == [0, 2]
+
+
 class _TricklingSocket:
     """Hands out one frame a byte per recv, as a ready socket would: never
     waiting, so never yielding to the hub by itself."""
