@@ -33,6 +33,8 @@ class ServerConfig:
     max_frame: int = DEFAULT_MAX_FRAME
     mailbox_limit: int = 10_000
     mailbox_limit_bytes: int = 4 * 1024 * 1024
+    offline_limit: int = 10_000
+    offline_limit_bytes: int = 16 * 1024 * 1024
     login_timeout: float = 120.0
     failed_logins: int = 3
     backlog: int = 1024
@@ -53,7 +55,8 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be a positive number of seconds")
         if self.command_rate < 0:
             raise ConfigError("command_rate must be 0 (no limit) or more")
-        for name in ("max_frame", "mailbox_limit", "mailbox_limit_bytes", "failed_logins", "backlog",
+        for name in ("max_frame", "mailbox_limit", "mailbox_limit_bytes", "offline_limit",
+                     "offline_limit_bytes", "failed_logins", "backlog",
                      "command_burst", "max_connections", "max_per_address"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
@@ -162,6 +165,13 @@ def server_parser():
                    metavar="BYTES",
                    help="undelivered bytes a client may fall behind by before it is "
                         "disconnected (default: %(default)s)")
+    p.add_argument("--offline-limit", type=_positive_int, default=10_000, metavar="N",
+                   help="messages stored for one offline user; a message past it is "
+                        "refused (default: %(default)s)")
+    p.add_argument("--offline-limit-bytes", type=_positive_int, default=16 * 1024 * 1024,
+                   metavar="BYTES",
+                   help="bytes of text stored for one offline user, likewise "
+                        "(default: %(default)s)")
     p.add_argument("--login-timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
                    help="time a connection has to log in (default: %(default)s)")
     p.add_argument("--command-rate", type=_non_negative, default=20.0, metavar="PER_SECOND",

@@ -695,7 +695,10 @@ class ChatServer:
         record = (user, sender, text, self.clock())
         target = self.online.get(user)
         if target is None:
-            self.store.save_offline([record])
+            config = self.config
+            if not self.store.store_message(record, config.offline_limit,
+                                            config.offline_limit_bytes):
+                raise CommandError(texts.mailbox_full(user))
         else:
             target.deliver(encode({"type": "message", "from": sender, "text": text}), record)
 

@@ -71,7 +71,26 @@ CREATE TABLE IF NOT EXISTS locks (
     user TEXT PRIMARY KEY,
     until REAL NOT NULL
 ) WITHOUT ROWID;
+-- What each recipient has stored, kept by triggers, for the offline quota.
+CREATE TABLE IF NOT EXISTS mailboxes (
+    recipient TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS mailbox_in AFTER INSERT ON offline BEGIN
+    INSERT INTO mailboxes (recipient, count, bytes)
+        VALUES (NEW.recipient, 1, LENGTH(CAST(NEW.body AS BLOB)))
+        ON CONFLICT (recipient) DO UPDATE SET count = count + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER IF NOT EXISTS mailbox_out AFTER DELETE ON offline BEGIN
+    UPDATE mailboxes SET count = count - 1, bytes = bytes - LENGTH(CAST(OLD.body AS BLOB))
+        WHERE recipient = OLD.recipient;
+    DELETE FROM mailboxes WHERE recipient = OLD.recipient AND count <= 0;
+END;
 """
+# PRAGMA user_version: 1 once the mailboxes table has been filled from the
+# offline messages a database held before it existed.
+SCHEMA_VERSION = 1
 
 
 class Store:
@@ -101,6 +120,13 @@ class Store:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(SCHEMA)
+        if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            with db:
+                db.execute("DELETE FROM mailboxes")
+                db.execute("INSERT INTO mailboxes (recipient, count, bytes) "
+                           "SELECT recipient, COUNT(*), SUM(LENGTH(CAST(body AS BLOB))) "
+                           "FROM offline GROUP BY recipient")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._db = db
 
     def _call(self, func, *args, grouped=False):
@@ -193,11 +219,35 @@ class Store:
     # Offline messages -------------------------------------------------------
 
     def save_offline(self, messages):
-        """Store [(recipient, sender, text, sent_at)]; durable on return."""
+        """Store [(recipient, sender, text, sent_at)], whatever the quota:
+        messages already accepted, that could not be delivered. Durable on
+        return."""
         if messages:
             self._transaction(lambda db: db.executemany(
                 "INSERT INTO offline (recipient, sender, body, sent_at) VALUES (?, ?, ?, ?)",
                 messages))
+
+    def store_message(self, record, max_count, max_bytes):
+        """Store one (recipient, sender, text, sent_at) unless the recipient's
+        mailbox would then hold over `max_count` messages or `max_bytes`
+        bytes of text; True if stored (durable on return)."""
+        def store(db):
+            recipient, text = record[0], record[2]
+            count, size = db.execute(
+                "SELECT count, bytes FROM mailboxes WHERE recipient = ?",
+                (recipient,)).fetchone() or (0, 0)
+            if count + 1 > max_count or size + len(text.encode("utf-8")) > max_bytes:
+                return False
+            db.execute("INSERT INTO offline (recipient, sender, body, sent_at) "
+                       "VALUES (?, ?, ?, ?)", record)
+            return True
+        return self._transaction(store)
+
+    def mailbox_size(self, recipient):
+        """(messages, bytes of text) stored for `recipient`."""
+        return self._transaction(lambda db: db.execute(
+            "SELECT count, bytes FROM mailboxes WHERE recipient = ?",
+            (recipient,)).fetchone() or (0, 0))
 
     def offline_page(self, recipient, after=0, done_upto=None, rows=PAGE_ROWS,
                      size=PAGE_CHARS):

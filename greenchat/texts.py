@@ -27,6 +27,10 @@ CANNOT_BLOCK_SELF = "Error. Cannot block self"
 CANNOT_UNBLOCK_SELF = "Error. Cannot unblock self"
 
 
+def mailbox_full(user):
+    return f"Error. {user}'s mailbox is full"
+
+
 def blocked(user):
     return f"{user} is blocked"
 

@@ -215,7 +215,8 @@ def test_kill_9_during_backlog_delivery_loses_no_stored_message(tmp_path):
     from support import ServerProcess
     count = 20_000
     (tmp_path / "credentials.txt").write_text("sender pw\nreader pw\n")
-    server = ServerProcess(str(tmp_path))
+    quota = ("--offline-limit", str(count), "--offline-limit-bytes", str(1 << 30))
+    server = ServerProcess(str(tmp_path), *quota)
     try:
         sender = Agent("sender", server.address)
         assert sender.login()["status"] == "ok"
@@ -248,7 +249,7 @@ def test_kill_9_during_backlog_delivery_loses_no_stored_message(tmp_path):
     finally:
         server.kill()
     first = len(seen)
-    server = ServerProcess(str(tmp_path))
+    server = ServerProcess(str(tmp_path), *quota)
     try:
         reader = Agent("reader", server.address)
         assert reader.login()["status"] == "ok"
@@ -298,3 +299,51 @@ def test_a_non_reader_of_big_frames_is_cut_off_by_bytes(make_server):
     numbers = [int(t.split()[0]) for t in again.texts()]
     # What bob never read comes back, in order, at his next login.
     assert numbers == list(range(numbers[0], gone + 1))
+
+
+# Item 6: an offline mailbox has a quota ----------------------------------------
+
+def test_an_offline_mailbox_is_full_at_its_quota_in_messages(make_server):
+    server = make_server(["alice", "bob", "carol"], offline_limit=50)
+    alice, carol = Agent("alice", server.address), Agent("carol", server.address)
+    assert alice.login()["status"] == "ok" and carol.login()["status"] == "ok"
+    for i in range(30):
+        assert alice.command(f"message bob a{i}")[1]["ok"]
+    for i in range(20):
+        assert carol.command(f"message bob c{i}")[1]["ok"]
+    for sender in (alice, carol):
+        reply = sender.command("message bob one too many")[1]
+        assert reply["ok"] is False and reply["lines"] == ["Error. bob's mailbox is full"]
+    assert alice.command("message carol others are fine")[1]["ok"]
+    bob = Agent("bob", server.address)
+    assert bob.login()["status"] == "ok"
+    bob.command("whoelse")
+    assert len(bob.texts()) == 50 and "one too many" not in bob.texts()
+    bob.logout()
+    # Read, the mailbox has room again.
+    assert alice.command("message bob after reading")[1]["ok"]
+
+
+def test_an_offline_mailbox_is_full_at_its_quota_in_bytes(make_server):
+    server = make_server(["alice", "bob"], offline_limit_bytes=100_000)
+    alice = Agent("alice", server.address)
+    assert alice.login()["status"] == "ok"
+    text = "é" * 20_000                       # 40,000 bytes of UTF-8
+    assert alice.command(f"message bob {text}")[1]["ok"]
+    assert alice.command(f"message bob {text}")[1]["ok"]
+    assert alice.command(f"message bob {text}")[1]["lines"] == ["Error. bob's mailbox is full"]
+    assert alice.command("message bob " + "s" * 19_000)[1]["ok"]   # still room: 99,000
+    assert alice.command("message bob " + "t" * 1001)[1]["ok"] is False
+    assert alice.command("message bob " + "t" * 1000)[1]["ok"]     # exactly 100,000
+
+
+def test_messages_already_accepted_are_stored_whatever_the_quota(make_server):
+    server = make_server(["alice", "bob"], offline_limit=10, mailbox_limit_bytes=1 << 26)
+    alice, bob = Agent("alice", server.address), Agent("bob", server.address)
+    assert alice.login()["status"] == "ok" and bob.login()["status"] == "ok"
+    bob.reader.kill()
+    fill_mailbox(alice, bob, 0, 600)      # accepted for an online bob
+    bob.sock.close()                      # far more than 10 are left: all are stored
+    gevent.sleep(0.5)
+    again = assert_stored_from(server, "bob", 599)
+    assert len(again.texts()) > 10

@@ -3,6 +3,7 @@ the bytes or the line, the only outcomes are a result or our own error."""
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,10 +54,18 @@ def test_any_line_parses_or_is_invalid(line):
     assert spec.name in COMMANDS and len(args) == len(spec.args)
 
 
-words = st.text(alphabet=st.characters(blacklist_categories=("Zs", "Cc", "Zl", "Zp")),
+# Lone surrogates (category Cs) are refused, as the next property shows.
+words = st.text(alphabet=st.characters(blacklist_categories=("Zs", "Cc", "Zl", "Zp", "Cs")),
                 min_size=1, max_size=20).filter(lambda w: not any(c.isspace() for c in w))
-texts = st.text(min_size=1).filter(lambda t: t.strip() and not t[0].isspace()
-                                   and "\n" not in t and "\r" not in t)
+texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1).filter(
+    lambda t: t.strip() and not t[0].isspace() and "\n" not in t and "\r" not in t)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), st.text())
+def test_a_line_with_a_lone_surrogate_is_invalid_wherever_it_is(before, surrogate, after):
+    with pytest.raises(InvalidCommand):
+        parse_line(before + surrogate + after)
 
 
 @settings(max_examples=300, deadline=None)

@@ -153,3 +153,44 @@ def test_concurrent_calls_share_transactions_and_fail_alone(store, monkeypatch):
     # 99 successful calls plus the failed one, in far fewer transactions.
     assert sum(sizes) == 100
     assert len(sizes) < 10, sizes
+
+
+def test_the_offline_quota_counts_messages_and_utf8_bytes(store):
+    assert store.store_message(("bob", "alice", "é" * 10, 1.0), 3, 100)      # 20 bytes
+    assert store.mailbox_size("bob") == (1, 20)
+    assert store.store_message(("bob", "alice", "x" * 80, 2.0), 3, 100)
+    assert not store.store_message(("bob", "alice", "y", 3.0), 3, 100)      # 101 bytes
+    assert store.store_message(("bob", "alice", "", 3.0), 3, 100)
+    assert not store.store_message(("bob", "alice", "", 4.0), 3, 100)       # a 4th message
+    # Messages already accepted are stored whatever the quota.
+    store.save_offline([("bob", "carol", "spilled", 5.0)])
+    assert store.mailbox_size("bob") == (4, 107)
+    page = store.offline_page("bob", rows=2)
+    store.offline_page("bob", after=page[-1][0], done_upto=page[-1][0])
+    assert store.mailbox_size("bob") == (2, 7)
+    assert store.mailbox_size("nobody") == (0, 0)
+
+
+def test_a_database_from_before_the_quota_gets_its_mailbox_sizes(path):
+    import os
+    os.makedirs(os.path.dirname(path))
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE offline (id INTEGER PRIMARY KEY AUTOINCREMENT, recipient TEXT NOT NULL,
+                              sender TEXT NOT NULL, body TEXT NOT NULL, sent_at REAL NOT NULL);
+        INSERT INTO offline (recipient, sender, body, sent_at) VALUES
+            ('bob', 'alice', 'héllo', 1.0), ('bob', 'carol', 'x', 2.0), ('dan', 'bob', 'yo', 3);
+    """)
+    db.close()
+    store = Store.open(path)
+    try:
+        assert store.mailbox_size("bob") == (2, 7)
+        assert store.mailbox_size("dan") == (1, 2)
+        assert not store.store_message(("bob", "x", "z", 4.0), 2, 1000)
+    finally:
+        store.close()
+    store = Store.open(path)            # filled once, not again
+    try:
+        assert store.mailbox_size("bob") == (2, 7)
+    finally:
+        store.close()
