@@ -7,9 +7,43 @@ of the wrong shape, frames cut short by a disconnect. A canary client stays
 logged in and runs a command every CANARY_EVERY seconds; an answer slower
 than STALL seconds is a stall.
 
+Beside that mix run the floods of issue 11, item 1, each class from
+FLOOD_WORKERS connections that reconnect whenever the server drops them:
+`blank` (bare newlines), `whitespace` (spaces, tabs and CRs between
+newlines), `spaces` (spaces and no newline), `probes` (a hello, then
+username frames, never a password) and `commands` (logged in, pipelining
+valid commands as fast as the server takes them while a greenlet of its own
+reads every answer). The probe and command floods keep at most WINDOW frames
+unanswered: the pipeline enough that the server's reader never runs dry in a
+50 ms turn, the probes about the burst the server takes before it drops them.
+
+The run has two phases, each a fresh server process with its own canary and
+half the frames:
+- `limited`: the server's default --command-rate and --command-burst, which
+  count every frame from the first: the probe flood meets that limit. The
+  mix does not notice it (a connection sends fewer frames than the burst).
+- `unlimited`: --command-rate 0, for the command pipeline: under the limit
+  it would be cut off after its burst and test only reconnecting; without
+  it, it tests the 50 ms turn a busy reader must give everyone else.
+The blank, whitespace and spaces floods run in both: they make no frame, so
+no rate limit touches them.
+
+Counting toward --frames (frames sent, whether or not the server read them
+before it dropped the connection): a frame of the mix, and each JSON frame a
+probe or command flood sends, counts one. A blank, whitespace or spaces
+flood sends 64 KiB chunks and a chunk counts one: the server takes at most
+that much blank as one malformed frame (counting its blank lines would
+spend a 100,000-frame run on two chunks). A phase ends once its half is
+spent; the floods stop with the mix.
+
+The canary shares the fuzzer's hub with every attacker, so a flooder gives
+the hub a turn (a 1 ms timer) after each chunk: on loopback a send may never
+block, and the canary's time must be the server's.
+
 Prints one JSON line: frames sent, connections, crashes (server tracebacks
-or internal errors in its log, or the process gone), stalls, and the
-canary's slowest answer. Bounded in count and time; loopback only.
+or internal errors in its log, or a process gone), stalls, the canary's
+slowest answer, and per phase the frames and connections of each class and
+its canary's slowest answer. Bounded in count and time; loopback only.
 """
 
 import argparse
@@ -25,19 +59,37 @@ import time
 
 import gevent
 from gevent import socket
+from gevent.event import Event
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CANARY_EVERY = 0.2
+# Often enough to sample a short phase; well under the default command rate.
+CANARY_EVERY = 0.1
 STALL = 1.0
 USERS = [f"f{i}" for i in range(50)]
+FLOOD_WORKERS = 2
+FLOOD_USERS = [f"flood{i}" for i in range(FLOOD_WORKERS)]
+CHUNK = 64 * 1024
+# Frames a probe or command flood sends in one go, and how many may wait
+# unanswered (see the module docstring).
+BATCH = 100
+WINDOW = {"probes": BATCH, "commands": 20 * BATCH}
+# What marks an answer: every probe gets one, the pipeline's are replies
+# (presence and broadcasts come too).
+ANSWER = {"probes": b"\n", "commands": b'{"type":"reply"'}
+BLANK_FLOODS = ("blank", "whitespace", "spaces")
+PHASES = (("limited", [], BLANK_FLOODS + ("probes",)),
+          ("unlimited", ["--command-rate", "0"], BLANK_FLOODS + ("commands",)))
 
 
 def frame(obj):
     return (json.dumps(obj) + "\n").encode()
 
 
+HELLO = frame({"type": "hello", "version": 1})
+
+
 def login_frames(user, password="pw"):
-    return (frame({"type": "hello", "version": 1}) + frame({"type": "username", "username": user})
+    return (HELLO + frame({"type": "username", "username": user})
             + frame({"type": "password", "password": password}))
 
 
@@ -94,6 +146,7 @@ def attacker(address, rng, budget, stats):
     except OSError:
         return
     stats["connections"] += 1
+    stats["classes"]["mix"]["connections"] += 1
     try:
         if rng.random() < 0.7:
             sock.sendall(login_frames(rng.choice(USERS), rng.choice(["pw", "pw", "wrong"])))
@@ -101,10 +154,10 @@ def attacker(address, rng, budget, stats):
             data = fuzz_frame(rng)
             if rng.random() < 0.02:         # cut a frame short and vanish
                 sock.sendall(data[:rng.randrange(len(data))])
-                stats["frames"] += 1
+                count(stats, "mix", 1)
                 return
             sock.sendall(data)
-            stats["frames"] += 1
+            count(stats, "mix", 1)
             if rng.random() < 0.05:
                 gevent.sleep(0)
     except OSError:
@@ -112,6 +165,102 @@ def attacker(address, rng, budget, stats):
     finally:
         sock.close()
 
+
+def count(stats, kind, frames):
+    stats["frames"] += frames
+    stats["classes"][kind]["frames"] += frames
+
+
+# Floods ------------------------------------------------------------------------
+
+def blank_chunk(kind, rng):
+    """64 KiB of blank bytes: newlines, blank lines of spaces/tabs/CRs, or spaces."""
+    if kind == "blank":
+        return b"\n" * CHUNK
+    if kind == "spaces":
+        return b" " * CHUNK
+    data = bytearray()
+    while len(data) < CHUNK:
+        data += bytes(rng.choice(b" \t\r") for _ in range(rng.randrange(0, 80))) + b"\n"
+    return bytes(data[:CHUNK])
+
+
+def flood_commands(rng):
+    # Commands the server answers from memory: a pipeline of messages would
+    # fill the store and the other fuzz users' mailboxes instead.
+    lines = ["whoelse", "whoelsesince 3600", "message nobody hi", "block nobody",
+             "unblock nobody", "startprivate nobody"]
+    return b"".join(frame({"type": "command", "id": i, "line": rng.choice(lines)})
+                    for i in range(BATCH))
+
+
+def flooder(address, kind, user, rng, stats, stop):
+    """Flood one class from one connection at a time, reconnecting whenever the
+    server drops it, until stop."""
+    if kind in BLANK_FLOODS:
+        chunk, frames = blank_chunk(kind, rng), 1
+    elif kind == "probes":
+        chunk = b"".join(frame({"type": "username", "username": rng.choice(USERS + ["nobody"])})
+                         for _ in range(BATCH))
+        frames = BATCH
+    else:
+        chunk, frames = flood_commands(rng), BATCH
+    while not stop[0]:
+        try:
+            sock = socket.create_connection(address, timeout=5)
+        except OSError:
+            gevent.sleep(0.01)
+            continue
+        stats["connections"] += 1
+        stats["classes"][kind]["connections"] += 1
+        answered, heard, reader = [0], Event(), None
+        try:
+            sent = 0
+            if kind in WINDOW:
+                reader = gevent.spawn(listen, sock, ANSWER[kind], answered, heard)
+                prefix = HELLO if kind == "probes" else login_frames(user)
+                sock.sendall(prefix)
+                sent = prefix.count(b"\n")
+                count(stats, kind, sent)
+            while not stop[0] and (reader is None or not reader.dead):
+                if reader is not None and sent - answered[0] >= WINDOW[kind]:
+                    heard.clear()
+                    heard.wait(1)
+                    continue
+                sock.sendall(chunk)
+                sent += frames
+                count(stats, kind, frames)
+                gevent.sleep(0.001)        # the fuzzer's hub: see the module docstring
+        except OSError:
+            pass                            # dropped, as it should be: reconnect
+        finally:
+            if reader is not None:
+                reader.kill()
+            sock.close()
+
+
+def listen(sock, marker, answered, heard):
+    """Read every answer (so the server never drops a pipeline as a slow
+    reader), counting those that contain `marker`."""
+    keep = len(marker) - 1         # a marker split between two reads is still counted
+    tail = b""
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return
+            data = tail + data
+            answered[0] += data.count(marker)
+            tail = data[-keep:] if keep else b""
+            heard.set()
+            gevent.sleep(0.001)
+    except OSError:
+        pass
+    finally:
+        heard.set()
+
+
+# The canary and the run --------------------------------------------------------
 
 def canary(address, stats, stop):
     sock = socket.create_connection(address, timeout=5)
@@ -138,40 +287,52 @@ def canary(address, stats, stop):
         gevent.sleep(CANARY_EVERY)
 
 
-def run(frames=100_000, connections=2000, seed=1, timeout=600):
-    workdir = tempfile.mkdtemp(prefix="greenchat-fuzz-")
+def start_server(workdir, options):
     creds = os.path.join(workdir, "credentials.txt")
     with open(creds, "w") as f:
-        f.write("".join(f"{u} pw\n" for u in USERS + ["canary"]))
-    log_path = os.path.join(workdir, "server.log")
-    log = open(log_path, "w+")
+        f.write("".join(f"{u} pw\n" for u in USERS + FLOOD_USERS + ["canary"]))
+    log = open(os.path.join(workdir, "server.log"), "w+")
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "bin", "greenchat-server"), "0", "1", "600",
          "--host", "127.0.0.1", "--credentials", creds, "--data", os.path.join(workdir, "data"),
-         "--command-rate", "0", "--max-per-address", "100000"],
+         "--max-per-address", "100000", *options],
         stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + 15
+    port = None
+    while port is None and time.monotonic() < deadline and proc.poll() is None:
+        log.seek(0)
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read())
+        port = int(found.group(1)) if found else None
+        time.sleep(0.05)
+    return proc, log, port
+
+
+def run_phase(name, options, floods, frames, connections, rng, timeout):
+    workdir = tempfile.mkdtemp(prefix=f"greenchat-fuzz-{name}-")
+    proc, log, port = start_server(workdir, options)
+    if port is None:
+        proc.kill()
+        raise RuntimeError(f"the server did not start; see {workdir}/server.log")
     stats = {"frames": 0, "connections": 0, "stalls": 0, "canary_max_s": 0.0,
-             "canary_lost": False}
+             "canary_lost": False,
+             "classes": {kind: {"frames": 0, "connections": 0} for kind in ("mix", *floods)}}
+    started = time.monotonic()
     try:
-        deadline = time.monotonic() + 15
-        port = None
-        while port is None and time.monotonic() < deadline:
-            log.seek(0)
-            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read())
-            port = int(found.group(1)) if found else None
-            time.sleep(0.05)
         address = ("127.0.0.1", port)
-        rng = random.Random(seed)
         stop = [False]
         watcher = gevent.spawn(canary, address, stats, stop)
+        flooders = [gevent.spawn(flooder, address, kind, FLOOD_USERS[i],
+                                 random.Random(rng.random()), stats, stop)
+                    for kind in floods for i in range(FLOOD_WORKERS)]
         per = max(1, frames // connections)
-        started = time.monotonic()
         with gevent.Timeout(timeout, False):
-            while stats["frames"] < frames:
+            while stats["frames"] < frames and proc.poll() is None:
                 batch = [gevent.spawn(attacker, address, random.Random(rng.random()), per, stats)
                          for _ in range(20)]
                 gevent.joinall(batch)
         stop[0] = True
+        gevent.joinall(flooders, timeout=10)
+        gevent.killall(flooders)
         watcher.join(35)
         elapsed = time.monotonic() - started
         alive = proc.poll() is None
@@ -184,11 +345,33 @@ def run(frames=100_000, connections=2000, seed=1, timeout=600):
                 proc.kill()
     log.seek(0)
     text = log.read()
-    crashes = len(re.findall(r"Traceback|internal error", text)) + (0 if alive else 1)
-    return {"frames": stats["frames"], "connections": stats["connections"],
-            "seconds": round(elapsed, 1), "crashes": crashes, "stalls": stats["stalls"],
-            "canary_lost": stats["canary_lost"], "canary_max_ms": round(stats["canary_max_s"] * 1000, 1),
-            "server_alive_to_the_end": alive, "clean_exit": proc.returncode == 0}
+    log.close()
+    stats.update(seconds=elapsed, alive=alive, clean_exit=proc.returncode == 0,
+                 crashes=len(re.findall(r"Traceback|internal error", text)) + (0 if alive else 1))
+    return stats
+
+
+def run(frames=100_000, connections=2000, seed=1, timeout=600):
+    rng = random.Random(seed)
+    phases = []
+    for index, (name, options, floods) in enumerate(PHASES):
+        share = frames // len(PHASES) + (frames % len(PHASES) if index == 0 else 0)
+        phases.append((name, run_phase(name, options, floods, share,
+                                       max(1, connections // len(PHASES)), rng,
+                                       timeout / len(PHASES))))
+    every = [stats for _, stats in phases]
+    return {"frames": sum(s["frames"] for s in every),
+            "connections": sum(s["connections"] for s in every),
+            "seconds": round(sum(s["seconds"] for s in every), 1),
+            "crashes": sum(s["crashes"] for s in every),
+            "stalls": sum(s["stalls"] for s in every),
+            "canary_lost": any(s["canary_lost"] for s in every),
+            "canary_max_ms": round(max(s["canary_max_s"] for s in every) * 1000, 1),
+            "server_alive_to_the_end": all(s["alive"] for s in every),
+            "clean_exit": all(s["clean_exit"] for s in every),
+            "phases": {name: {"classes": s["classes"], "stalls": s["stalls"],
+                              "canary_max_ms": round(s["canary_max_s"] * 1000, 1)}
+                       for name, s in phases}}
 
 
 def main(argv=None):
