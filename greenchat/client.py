@@ -17,11 +17,34 @@ activity) everything the user types.
 Nothing from the network reaches a screen as it came: console.show escapes
 every line (console.visible), and the lines printed to stderr and logged
 pass through the same function.
+
+Every member read from a frame is checked for its type where it is read
+(the codec guarantees only a string `type`), by one rule:
+- The frames that open and close the session (`hello`, `login`, `bye`,
+  `error`) must be right: a member of the wrong type, a hello of another
+  version, a login status the client does not know, or a frame other than
+  the one the handshake expects is a protocol error, and the session ends as
+  a lost connection (`Connection to server lost`, exit 1).
+- The frames of a session (`message`, `presence`, `reply`, `private_offer`,
+  `private_stop`, and a peer's `private`) are taken as far as they make
+  sense: a member of the wrong type counts as absent. A frame that means
+  nothing without it is ignored (a message without a string text, presence
+  without a name and a boolean, an offer without its token, a stop without
+  its user); a reply shows the strings among its lines and answers no
+  command without an integer id; a link offer with a host, port or token of
+  the wrong kind fails as unreachable; a sender that is not a string shows
+  as `?`. Unknown frame types are ignored, on server and peer links alike.
+- The last line of defence is for bugs, not frames: an exception nobody
+  expected in the greenlets reading the server, the keyboard or a private
+  link (or in the login) is logged with its traceback and ends the session
+  as a lost connection, through the same `finally` that gives the terminal
+  back, so the client never hangs with a dead greenlet.
 """
 
 import logging
 import signal
 import sys
+from contextlib import contextmanager
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -95,6 +118,10 @@ class Client:
             log.debug("session ended: %s", exc)
             console.show(texts.CONNECTION_LOST)
             return 1
+        except Exception:
+            log.exception("unexpected error during login; ending the session")
+            console.show(texts.CONNECTION_LOST)
+            return 1
         finally:
             if self.listener is not None:
                 self.listener.stop()
@@ -102,21 +129,27 @@ class Client:
 
     # Handshake and login ----------------------------------------------------
 
-    def _expect(self, timeout=HANDSHAKE_TIMEOUT):
+    def _expect(self, kind=None, timeout=HANDSHAKE_TIMEOUT):
+        """The next frame, of type `kind`; an error or bye frame is shown and
+        ends the login (_Refused)."""
         frame = self.conn.read(timeout)
         if frame is None:
             raise ProtocolError("the server did not answer")
         if frame["type"] in ("error", "bye"):
-            self.console.show(str(frame.get("text", "")))
+            text = _strict(frame, "text")
+            if text is not None:
+                self.console.show(text)
             raise _Refused()
+        if kind is not None and frame["type"] != kind:
+            raise ProtocolError(f"expected {kind}, got {frame['type']!r}")
         return frame
 
     def _hello(self):
         self.conn.send({"type": "hello", "version": PROTOCOL_VERSION,
                         "client": f"greenchat-client {__version__}"})
-        frame = self._expect()
-        if frame["type"] != "hello":
-            raise ProtocolError(f"expected hello, got {frame['type']!r}")
+        version = self._expect("hello").get("version")
+        if _integer(version) != PROTOCOL_VERSION:
+            raise ProtocolError(f"the server speaks protocol version {version!r}")
 
     def _login(self):
         console = self.console
@@ -131,10 +164,11 @@ class Client:
                 if name is None:
                     return False
                 self.conn.send({"type": "username", "username": name.strip()})
-                answer = self._expect(None)
-                if answer.get("status") == "username":
-                    console.show(answer["text"])
+                status = self._login_status(("username", "password", "failed"))
+                if status == "username":
                     continue
+                if status == "failed":
+                    return False
                 while True:
                     console.prompt(texts.PROMPT_PASSWORD)
                     password = console.read_secret()
@@ -147,17 +181,26 @@ class Client:
                         if self.listener.fingerprint is not None:
                             frame["p2p"]["fingerprint"] = self.listener.fingerprint
                     self.conn.send(frame)
-                    answer = self._expect(None)
-                    status = answer.get("status")
-                    if "text" in answer:
-                        console.show(answer["text"])
+                    status = self._login_status(("ok", "password", "failed"), name)
                     if status == "ok":
-                        self.user = answer.get("user", name)
                         return True
-                    if status != "password":
+                    if status == "failed":
                         return False
         except _Refused:
             return False
+
+    def _login_status(self, expected, name=None):
+        """Read a login frame, show its text and return its status, one of
+        `expected`; an `ok` sets self.user."""
+        answer = self._expect("login", None)
+        status, text, user = (_strict(answer, member) for member in ("status", "text", "user"))
+        if status not in expected:
+            raise ProtocolError(f"unexpected login status {status!r}")
+        if text is not None:
+            self.console.show(text)
+        if status == "ok":
+            self.user = name if user is None else user
+        return status
 
     # The session ------------------------------------------------------------
 
@@ -212,56 +255,86 @@ class Client:
         if not self.done.ready():
             self.done.set(status)
 
-    def _receive(self):
-        show = self.console.show
+    def _lost(self):
+        """End the session as a lost connection, saying so once."""
+        if not self.done.ready():
+            self.console.show(texts.CONNECTION_LOST)
+        self._finish(1)
+
+    @contextmanager
+    def _last_line(self, what):
+        """The last line of defence around a greenlet's work: a bug logs its
+        traceback and ends the session, instead of killing the greenlet
+        (and leaving the session waiting for it)."""
         try:
-            while True:
-                frame = self.conn.read()
-                kind = frame["type"]
-                if kind == "message":
-                    text = str(frame.get("text", ""))
-                    self._saw(frame.get("from"))
-                    show(texts.message_line(frame.get("from", "?"), text),
-                         "self" if self.user and self.user in text else None)
-                elif kind == "presence":
-                    self._saw(frame.get("user"))
-                    show(texts.presence_line(frame.get("user", "?"), bool(frame.get("online"))),
-                         "presence")
-                elif kind == "reply":
-                    lines = frame.get("lines") or ()
-                    if self._lists_users(frame.get("id")):
-                        for line in lines:
-                            self._saw(line)
-                    for line in lines:
-                        show(str(line))
-                    if isinstance(frame.get("private"), dict):
-                        # The keyboard waits until the link is up or failed.
-                        gevent.spawn(self._open_link, frame["private"])
-                    elif frame.get("id") == self._next_id:
-                        self._answered.set()
-                        self._prompt()
-                elif kind == "private_offer":
-                    self._saw(frame.get("from"))
-                    if self.listener is not None and isinstance(frame.get("from"), str) \
-                            and isinstance(frame.get("token"), str):
-                        self.listener.offer(frame["from"], frame["token"])
-                elif kind == "private_stop":
-                    self._end_link(frame.get("user"))
-                elif kind == "bye":
-                    show(str(frame.get("text", "")))
-                    self._finish(0 if frame.get("reason") in ("logout", "idle") else 1)
-                    return
-                elif kind == "error":
-                    show(str(frame.get("text", "")))
-                    self._finish(1)
-                    return
-                else:
-                    log.debug("ignoring unknown frame type %r", kind)
-        except GreenchatError as exc:
-            log.debug("receive ended: %s", exc)
-            if not self.done.ready():
-                show(texts.CONNECTION_LOST)
-            self._finish(1)
+            yield
+        except Exception:
+            log.exception("unexpected error %s; ending the session", what)
+            self._lost()
+
+    def _receive(self):
+        with self._last_line("reading the server"):
+            try:
+                while not self._on_frame(self.conn.read()):
+                    pass
+            except GreenchatError as exc:
+                log.debug("receive ended: %s", exc)
+                self._lost()
+
+    def _on_frame(self, frame):
+        """Act on one frame from the server; True if it ended the session."""
+        show = self.console.show
+        kind = frame["type"]
+        if kind == "message":
+            text, sender = _string(frame, "text"), _string(frame, "from")
+            if text is not None:
+                self._saw(sender)
+                show(texts.message_line("?" if sender is None else sender, text),
+                     "self" if self.user and self.user in text else None)
+        elif kind == "presence":
+            user, online = _string(frame, "user"), frame.get("online")
+            if user is not None and isinstance(online, bool):
+                self._saw(user)
+                show(texts.presence_line(user, online), "presence")
+        elif kind == "reply":
+            self._on_reply(frame)
+        elif kind == "private_offer":
+            sender, token = _string(frame, "from"), _string(frame, "token")
+            self._saw(sender)
+            if self.listener is not None and sender is not None and token is not None:
+                self.listener.offer(sender, token)
+        elif kind == "private_stop":
+            user = _string(frame, "user")
+            if user is not None:
+                self._end_link(user)
+        elif kind in ("bye", "error"):
+            text = _strict(frame, "text")
+            reason = _strict(frame, "reason") if kind == "bye" else None
+            if text is not None:
+                show(text)
+            self._finish(0 if reason in ("logout", "idle") else 1)
+            return True
+        else:
+            log.debug("ignoring unknown frame type %r", kind)
+        return False
+
+    def _on_reply(self, frame):
+        lines = frame.get("lines")
+        lines = [line for line in lines if isinstance(line, str)] \
+            if isinstance(lines, list) else []
+        request_id = _integer(frame.get("id"))
+        if self._lists_users(request_id):
+            for line in lines:
+                self._saw(line)
+        for line in lines:
+            self.console.show(line)
+        offer = frame.get("private")
+        if isinstance(offer, dict) and _string(offer, "user") is not None:
+            # The keyboard waits until the link is up or failed.
+            gevent.spawn(self._open_link, offer)
+        elif request_id is not None and request_id == self._next_id:
+            self._answered.set()
+            self._prompt()
 
     def _prompt(self):
         self.console.command_prompt(texts.PROMPT)
@@ -290,6 +363,10 @@ class Client:
         return ()
 
     def _keyboard(self):
+        with self._last_line("reading the keyboard"):
+            self._read_keyboard()
+
+    def _read_keyboard(self):
         self._prompt()
         try:
             while True:
@@ -319,9 +396,7 @@ class Client:
                 self._answered.wait(REPLY_WAIT)
         except GreenchatError as exc:
             log.debug("keyboard ended: %s", exc)
-            if not self.done.ready():
-                self.console.show(texts.CONNECTION_LOST)
-            self._finish(1)
+            self._lost()
 
     def _send_command(self, line):
         self._next_id += 1
@@ -339,13 +414,17 @@ class Client:
     # Private links ----------------------------------------------------------
 
     def _open_link(self, offer):
-        user = str(offer.get("user"))
+        with self._last_line("opening a private link"):
+            self._link_to(offer)
+
+    def _link_to(self, offer):
+        user = offer["user"]
         try:
-            conn = peer.connect(offer.get("host"), offer.get("port"), self.user,
-                                offer.get("token"), self.config.max_frame,
-                                pin=offer.get("fingerprint") if self.tls_context else None,
+            host, port, token, fingerprint = _link_address(offer)
+            conn = peer.connect(host, port, self.user, token, self.config.max_frame,
+                                pin=fingerprint if self.tls_context else None,
                                 tls_required=self.tls_context is not None)
-        except (GreenchatError, TypeError) as exc:
+        except GreenchatError as exc:
             log.warning("private link to %s failed: %s", user, exc)
             self.console.show(texts.private_connect_failed(user))
             self._answered.set()
@@ -379,7 +458,8 @@ class Client:
 
     def _read_link(self, link):
         show, user = self.console.show, link.user
-        peer.read_link(link, lambda text: show(texts.private_line(user, text), "private"))
+        with self._last_line(f"reading the private link to {user}"):
+            peer.read_link(link, lambda text: show(texts.private_line(user, text), "private"))
         self._end_link(user, link)
 
     def _end_link(self, user, link=None, notify=False, quiet=False):
@@ -419,6 +499,42 @@ class Client:
         width = max(len(spec.syntax) for spec in COMMANDS.values())
         for spec in COMMANDS.values():
             self.console.show(f"{spec.syntax.ljust(width)}  {spec.summary}")
+
+
+def _string(frame, name):
+    """A member that must be a string; anything else counts as absent (None)."""
+    value = frame.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _strict(frame, name):
+    """A string member of a frame that must be right: None if absent, a
+    ProtocolError if of another type."""
+    value = frame.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ProtocolError(f"{frame['type']!r} frame with a {type(value).__name__} {name!r}")
+    return value
+
+
+def _integer(value):
+    """`value` if it is an integer (not a bool), else None."""
+    return value if type(value) is int else None
+
+
+def _link_address(offer):
+    """(host, port, token, fingerprint) of a link offer; ProtocolError if one
+    is of the wrong kind, so the link fails as unreachable."""
+    host, port, token = _string(offer, "host"), _integer(offer.get("port")), _string(offer, "token")
+    fingerprint = offer.get("fingerprint")
+    if host is None or port is None or not 1 <= port <= 65535 or token is None \
+            or not (fingerprint is None or isinstance(fingerprint, str)):
+        raise ProtocolError("the link offer needs a string host and token and a port 1-65535")
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        # Refused here: the resolver's thread would print a traceback.
+        raise ProtocolError(f"the link offer names no host: {host!r}") from None
+    return host, port, token, fingerprint
 
 
 def _completable(user):
