@@ -39,6 +39,10 @@ class Flooding(ProtocolError):
     """The peer sent frames faster than its rate limit allows."""
 
 
+class Overloaded(GreenchatError):
+    """The server refuses work it has no room for; that connection ends."""
+
+
 class ConnectionLost(GreenchatError):
     """The other end closed the connection or it broke."""
 

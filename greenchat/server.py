@@ -43,14 +43,14 @@ import gevent
 from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
-from gevent.threadpool import ThreadPool
 
 from greenchat import PROTOCOL_VERSION, __version__, texts, tls
+from greenchat.accounts import PasswordChecks
 from greenchat.codec import encode
 from greenchat.commands import SERVER, handlers_missing, parse_line
 from greenchat.errors import (CommandError, ConfigError, ConnectionLost, Flooding, FrameTooLarge,
-                              GreenchatError, InvalidCommand, MalformedFrame, ProtocolError,
-                              TLSError)
+                              GreenchatError, InvalidCommand, MalformedFrame, Overloaded,
+                              ProtocolError, TLSError)
 from greenchat.limits import TokenBucket
 from greenchat.transport import FrameReader, Outbox, close, configure, shutdown
 
@@ -61,8 +61,6 @@ log = logging.getLogger("greenchat.server")
 FLUSH_TIMEOUT = 5.0
 # How long a new login waits for the same account's closing session to finish.
 TAKEOVER_WAIT = 5.0
-# Threads that check hashed passwords (scrypt releases the GIL): one a core.
-HASHING_THREADS = 2
 # Presence notices wait this long to go out together (see _announce):
 # measured at 3,000 logins, one mailbox entry per notice made ~N^2 of them,
 # which bounded the login rate and left the heap fragmented.
@@ -204,7 +202,7 @@ class ChatServer:
         self.stopping = False
         self._stopped = Event()
         self._pool = Pool(None)
-        self._hashing = ThreadPool(HASHING_THREADS)
+        self.passwords = PasswordChecks()
         self._handshaking = 0                  # connections in their TLS handshake
         self._presence = []                    # (user, seq, users hidden from, frame) to send
         self._presence_seq = 0                 # numbers presence events in order
@@ -266,7 +264,7 @@ class ChatServer:
             self._presence_timer.kill()
         if self._sweeper is not None:
             self._sweeper.kill()
-        self._hashing.kill()
+        self.passwords.close()
         self.store.close()
         self._stopped.set()
         log.info("stopped")
@@ -331,6 +329,9 @@ class ChatServer:
         except Flooding:
             log.warning("%s: flooding, disconnecting", session)
             session.send({"type": "error", "text": texts.FLOODING})
+        except Overloaded as exc:
+            log.warning("%s: refused: %s", session, exc)
+            session.send({"type": "error", "text": texts.TOO_MANY_CONNECTIONS})
         except ProtocolError as exc:
             log.info("%s: %s", session, exc)
             session.send({"type": "error", "text": texts.MALFORMED_FRAME})
@@ -391,7 +392,7 @@ class ChatServer:
                 # startprivate can never arrive before it.
                 if frame.get("p2p") is not None:
                     session.p2p = self._p2p_address(session, frame["p2p"])
-                outcome = self._check_password(name, _field(frame, "password"))
+                outcome = self._check_password(session, name, _field(frame, "password"))
                 if outcome is not None:
                     status, text = outcome
                     session.send({"type": "login", "status": status, "text": text})
@@ -404,29 +405,28 @@ class ChatServer:
             else:
                 raise ProtocolError(f"unexpected {kind!r} frame during login")
 
-    def _check_password(self, name, password):
-        """None if the password is right; else (status, text) to answer."""
-        if name in self.locks:
-            log.info("login refused: %s is locked", name)
-            return "failed", texts.ACCOUNT_BLOCKED
-        if self.credentials.is_hashed(name):
-            # ~40 ms of scrypt: in a thread, never in the hub.
-            right = self._hashing.apply(self.credentials.check, (name, password))
-            if name in self.locks:      # locked by another attempt meanwhile
+    def _check_password(self, session, name, password):
+        """None if the password is right; else (status, text) to answer.
+
+        One check per account at a time (accounts.py), and the lock is looked
+        at inside the turn: attempts waiting behind the one that locks the
+        account are answered from the lock, without hashing.
+        """
+        with self.passwords.turn(name):
+            if name in self.locks:
+                log.info("login refused: %s is locked", name)
                 return "failed", texts.ACCOUNT_BLOCKED
-        else:
-            right = self.credentials.check(name, password)
-        if right:
-            self.failures.pop(name, None)
-            return None
-        failures = self.failures.get(name, 0) + 1
-        if failures >= self.config.failed_logins:
-            self.failures.pop(name, None)
-            self._lock(name)
-            return "failed", texts.ACCOUNT_NOW_BLOCKED
-        self.failures[name] = failures
-        log.info("wrong password for %s (%d)", name, failures)
-        return "password", texts.INVALID_PASSWORD
+            if self.passwords.verify(self.credentials, name, password, session.address[0]):
+                self.failures.pop(name, None)
+                return None
+            failures = self.failures.get(name, 0) + 1
+            if failures >= self.config.failed_logins:
+                self.failures.pop(name, None)
+                self._lock(name)
+                return "failed", texts.ACCOUNT_NOW_BLOCKED
+            self.failures[name] = failures
+            log.info("wrong password for %s (%d)", name, failures)
+            return "password", texts.INVALID_PASSWORD
 
     def _register(self, session, name):
         existing = self.online.get(name)

@@ -347,3 +347,67 @@ def test_messages_already_accepted_are_stored_whatever_the_quota(make_server):
     gevent.sleep(0.5)
     again = assert_stored_from(server, "bob", 599)
     assert len(again.texts()) > 10
+
+
+# Item 7: password hashing as an amplifier ----------------------------------------
+
+def login_from(source, name, address, password):
+    """Log in from a given source address on a raw connection; the login frame
+    (or error frame) that answers the password, and the seconds it took."""
+    from gevent import socket
+    from greenchat.codec import Decoder, encode
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.connect(address)
+    started = time.monotonic()
+    try:
+        for frame in ({"type": "hello", "version": 1}, {"type": "username", "username": name},
+                      {"type": "password", "password": password}):
+            sock.sendall(encode(frame))
+        decoder = Decoder()
+        with gevent.Timeout(60):
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return None, time.monotonic() - started
+                for frame in decoder.feed(data):
+                    if frame["type"] == "error" or "text" in frame and frame["type"] == "login":
+                        return frame, time.monotonic() - started
+    finally:
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def one_hash():
+    from greenchat import passwords
+    return passwords.hash_password("pw")
+
+
+def test_parallel_wrong_passwords_to_one_account_cost_three_hashes(make_server, one_hash):
+    server = make_server(["victim"], passwords={"victim": one_hash}, block_duration=60)
+    cpu = time.process_time()
+    attempts = [gevent.spawn(login_from, "127.0.0.1", "victim", server.address, f"guess{i}")
+                for i in range(150)]
+    gevent.joinall(attempts, timeout=60, raise_error=True)
+    cpu = time.process_time() - cpu
+    got = sorted(g.value[0]["text"] for g in attempts)
+    assert got == sorted([texts.INVALID_PASSWORD] * 2 + [texts.ACCOUNT_NOW_BLOCKED] +
+                         [texts.ACCOUNT_BLOCKED] * 147)
+    # One check at a time per account: once locked, nobody else gets a hash.
+    assert cpu < 2.0, f"{cpu:.1f} s of CPU for 150 attempts"
+
+
+def test_a_burst_of_hashed_logins_from_one_address_delays_nobody_else(make_server, one_hash):
+    names = [f"u{i}" for i in range(190)] + ["calm"]
+    server = make_server(names, passwords={n: one_hash for n in names})
+    burst = [gevent.spawn(login_from, "127.0.0.2", f"u{i}", server.address, "wrong")
+             for i in range(190)]
+    gevent.sleep(0.05)
+    frame, took = login_from("127.0.1.1", "calm", server.address, "pw")
+    gevent.joinall(burst, timeout=60, raise_error=True)
+    assert frame["status"] == "ok"
+    assert took < 1.0, f"calm's login took {took:.2f} s"
+    outcomes = [g.value[0] for g in burst]
+    refused = [f for f in outcomes if f == {"type": "error", "text": texts.TOO_MANY_CONNECTIONS}]
+    assert refused, "the hashing queue has no bound"
+    assert all(f in refused or f["text"] == texts.INVALID_PASSWORD for f in outcomes)
