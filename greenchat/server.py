@@ -52,7 +52,7 @@ from greenchat.errors import (CommandError, ConfigError, ConnectionLost, Floodin
                               GreenchatError, InvalidCommand, MalformedFrame, Overloaded,
                               ProtocolError, TLSError)
 from greenchat.limits import TokenBucket
-from greenchat.transport import FrameReader, Outbox, close, configure, shutdown
+from greenchat.transport import SHUT_RD, FrameReader, Outbox, close, configure, shutdown
 
 log = logging.getLogger("greenchat.server")
 
@@ -252,10 +252,7 @@ class ChatServer:
             session.end_reason = session.end_reason or "shutdown"
             # Only the read side: the reader wakes up, and the writer can still
             # flush the goodbye frame.
-            try:
-                session.sock.shutdown(0)
-            except OSError:
-                pass
+            shutdown(session.sock, SHUT_RD)
         self._pool.join(timeout=timeout)
         self._pool.kill(timeout=1)
         for _, timer in self.locks.values():

@@ -45,6 +45,7 @@ YIELD = 0.001
 RECV_SIZE = 65536
 MAX_BATCH = 1024
 _CLOSE = object()
+SHUT_RD = socket.SHUT_RD
 
 
 class FrameReader:
@@ -350,10 +351,16 @@ def configure(sock):
         pass
 
 
-def shutdown(sock):
-    """Wake every greenlet blocked on `sock` (reader and writer alike)."""
+def shutdown(sock, how=socket.SHUT_RDWR):
+    """Wake the greenlets blocked on `sock`: its reader, and with SHUT_RDWR
+    its writer too.
+
+    On a TLS socket only the connection beneath is shut down: gevent's
+    SSLSocket.shutdown drops the TLS layer first, and whatever was written
+    after that (a goodbye) would go out in clear text.
+    """
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, how)
     except OSError:
         pass
 

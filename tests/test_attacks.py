@@ -411,3 +411,64 @@ def test_a_burst_of_hashed_logins_from_one_address_delays_nobody_else(make_serve
     refused = [f for f in outcomes if f == {"type": "error", "text": texts.TOO_MANY_CONNECTIONS}]
     assert refused, "the hashing queue has no bound"
     assert all(f in refused or f["text"] == texts.INVALID_PASSWORD for f in outcomes)
+
+
+# Item 12: the TLS goodbye -------------------------------------------------------
+
+class RecordingProxy:
+    """A TCP relay on a free port that keeps every byte the server sent."""
+
+    def __init__(self, target):
+        from gevent.server import StreamServer
+        self.target = target
+        self.from_server = bytearray()
+        self.server = StreamServer(("127.0.0.1", 0), self._relay)
+        self.server.start()
+        self.address = ("127.0.0.1", self.server.server_port)
+
+    def _relay(self, client, _):
+        from gevent import socket
+        upstream = socket.create_connection(self.target)
+
+        def pump(src, dst, keep):
+            try:
+                while True:
+                    data = src.recv(65536)
+                    if not data:
+                        break
+                    if keep is not None:
+                        keep += data
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+        up = gevent.spawn(pump, client, upstream, None)
+        pump(upstream, client, self.from_server)
+        up.join(5)
+        upstream.close()
+
+    def stop(self):
+        self.server.stop(timeout=1)
+
+
+def test_the_tls_goodbye_is_never_sent_in_clear_text(make_server, tls_pair):
+    server = make_server(["alice"], tls_cert=tls_pair[0], tls_key=tls_pair[1])
+    proxy = RecordingProxy(server.address)
+    try:
+        user = User("alice", proxy.address, tls=True, insecure=True)
+        server.stop(timeout=5)
+        user.expect(texts.SERVER_SHUTTING_DOWN)
+        assert user.greenlet.get(timeout=10) == 1
+        assert texts.CONNECTION_LOST not in user.screen.lines
+        gevent.sleep(0.2)
+        # The proxy saw only TLS records: no frame, no text, in clear.
+        assert proxy.from_server
+        for clear in (b'"bye"', b"shutting down", b'"type"'):
+            assert clear not in proxy.from_server
+    finally:
+        proxy.stop()
