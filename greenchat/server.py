@@ -36,7 +36,6 @@ and answers.
 import logging
 import secrets
 import time
-from collections import defaultdict
 from time import monotonic
 
 import gevent
@@ -46,6 +45,7 @@ from gevent.server import StreamServer
 
 from greenchat import PROTOCOL_VERSION, __version__, texts, tls
 from greenchat.accounts import PasswordChecks
+from greenchat.blocks import Blocks
 from greenchat.codec import encode
 from greenchat.commands import SERVER, handlers_missing, parse_line
 from greenchat.errors import (CommandError, ConfigError, ConnectionLost, Flooding, FrameTooLarge,
@@ -195,7 +195,7 @@ class ChatServer:
         self.online = {}                       # user -> Session, while logged in
         self.sessions = set()                  # every connection
         self.per_address = {}                  # IP address -> connections from it
-        self.blocks = defaultdict(set)         # blocker -> users they block
+        self.blocks = Blocks()
         self.last_logout = {}                  # user -> time of latest logout
         self.failures = {}                     # user -> consecutive wrong passwords
         self.locks = {}                        # user -> (until, timer greenlet)
@@ -225,7 +225,7 @@ class ChatServer:
         if closed:
             log.info("closed %d login(s) left open by an earlier run", closed)
         for blocker, blocked in self.store.all_blocks():
-            self.blocks[blocker].add(blocked)
+            self.blocks.add(blocker, blocked)
         self.last_logout.update(self.store.last_logouts())
         for user, until in self.store.active_locks(now).items():
             self._start_lock_timer(user, until, until - now)
@@ -597,7 +597,7 @@ class ChatServer:
         """
         self._presence_seq += 1
         seq = self._presence_seq
-        self._presence.append((name, seq, self.blocks.get(name, ()),
+        self._presence.append((name, seq, self.blocks.blocking(name),
                                encode({"type": "presence", "user": name, "online": online})))
         if len(self._presence) >= PRESENCE_BATCH_MAX:
             # A flush costs up to (notices x recipients) for recipients that
@@ -681,13 +681,13 @@ class ChatServer:
             raise CommandError(self_error)
 
     def _visible_to(self, asker, user):
-        return user != asker and asker not in self.blocks.get(user, ())
+        return user != asker and not self.blocks.blocks(user, asker)
 
     def cmd_message(self, session, user, text):
         """message USER TEXT"""
         self._known_other(session, user, texts.CANNOT_MESSAGE_SELF)
         sender = session.user
-        if sender in self.blocks.get(user, ()):
+        if self.blocks.blocks(user, sender):
             raise CommandError(texts.RECIPIENT_BLOCKED_YOU)
         record = (user, sender, text, self.clock())
         target = self.online.get(user)
@@ -703,16 +703,12 @@ class ChatServer:
         """broadcast TEXT"""
         sender = session.user
         frame = encode({"type": "message", "from": sender, "text": text, "broadcast": True})
-        blocks = self.blocks
-        skipped = False
+        blockers = self.blocks.blockers_of(sender)
         for user, other in self.online.items():
-            if user == sender:
-                continue
-            if sender in blocks.get(user, ()):
-                skipped = True
-            else:
+            if user != sender and user not in blockers:
                 other.deliver(frame)
-        if skipped:
+        # Whether or not they are online: the notice must not tell.
+        if blockers:
             return [texts.BROADCAST_PARTIAL]
 
     def cmd_whoelse(self, session):
@@ -730,11 +726,10 @@ class ChatServer:
     def cmd_block(self, session, user):
         """block USER"""
         self._known_other(session, user, texts.CANNOT_BLOCK_SELF)
-        blocked = self.blocks[session.user]
-        if user in blocked:
+        if self.blocks.blocks(session.user, user):
             raise CommandError(texts.already_blocked(user))
         self.store.add_block(session.user, user)
-        blocked.add(user)
+        self.blocks.add(session.user, user)
         # A private link between the two ends with the block: tell both
         # clients (each ignores it if it has no such link).
         other = self.online.get(user)
@@ -746,11 +741,10 @@ class ChatServer:
     def cmd_unblock(self, session, user):
         """unblock USER"""
         self._known_other(session, user, texts.CANNOT_UNBLOCK_SELF)
-        blocked = self.blocks[session.user]
-        if user not in blocked:
+        if not self.blocks.blocks(session.user, user):
             raise CommandError(texts.not_blocked(user))
         self.store.remove_block(session.user, user)
-        blocked.discard(user)
+        self.blocks.remove(session.user, user)
         return [texts.unblocked(user)]
 
     def cmd_startprivate(self, session, user):
@@ -761,11 +755,12 @@ class ChatServer:
         the requester; the clients do the rest directly.
         """
         self._known_other(session, user, texts.CANNOT_PRIVATE_SELF)
+        # The block first: whether the blocker is online is none of the sender's business.
+        if self.blocks.blocks(user, session.user):
+            raise CommandError(texts.user_blocked_you(user))
         target = self.online.get(user)
         if target is None or target.state is CLOSING:
             raise CommandError(texts.user_offline(user))
-        if session.user in self.blocks.get(user, ()):
-            raise CommandError(texts.user_blocked_you(user))
         if target.p2p is None:
             raise CommandError(texts.private_unavailable(user))
         token = secrets.token_urlsafe(24)

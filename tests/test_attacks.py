@@ -472,3 +472,27 @@ def test_the_tls_goodbye_is_never_sent_in_clear_text(make_server, tls_pair):
             assert clear not in proxy.from_server
     finally:
         proxy.stop()
+
+
+# Item 13: a block must not tell whether the blocker is online ------------------
+
+def test_a_blocked_user_learns_nothing_of_the_blockers_presence(make_server):
+    server = make_server(["yoda", "vader", "luke"])
+    yoda, vader, luke = (Agent(n, server.address) for n in ("yoda", "vader", "luke"))
+    for agent in (yoda, vader, luke):
+        assert agent.login()["status"] == "ok"
+    assert yoda.command("block vader")[1]["ok"]
+    answers = {}
+    for state in ("online", "offline"):
+        if state == "offline":
+            yoda.logout()
+            luke.wait_for(lambda f: f == {"type": "presence", "user": "yoda", "online": False})
+        answers[state] = (vader.command("startprivate yoda")[1]["lines"],
+                          vader.command("broadcast anyone?")[1]["lines"],
+                          vader.command("message yoda hi")[1]["lines"])
+    assert answers["online"] == answers["offline"] == (
+        ["Error. yoda has blocked you"], [texts.BROADCAST_PARTIAL], [texts.RECIPIENT_BLOCKED_YOU])
+    # Nobody blocks luke: his broadcast has no notice, online blockers or not.
+    assert luke.command("broadcast hello")[1]["lines"] == []
+    luke.logout()
+    assert vader.command("startprivate luke")[1]["lines"] == ["Error. luke is offline"]
