@@ -11,7 +11,7 @@ or shown as UTF-8 gets past the parser.
 
 Argument kinds:
   "user"    one whitespace-free word
-  "seconds" a non-negative decimal integer
+  "seconds" a non-negative decimal integer of at most 10 ASCII digits
   "text"    the rest of the line, verbatim (spaces and quotes kept); non-empty
 
 Handlers are collected by name: the server's `cmd_<name>` methods implement
@@ -57,6 +57,8 @@ COMMANDS = {spec.name: spec for spec in _SPECS}
 
 
 _WORD = re.compile(r"\s*(\S+)")
+# Over 300 years: enough for any question, small enough for any arithmetic.
+MAX_SECONDS_DIGITS = 10
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -90,7 +92,7 @@ def parse_line(line):
             raise InvalidCommand()
         word, pos = match.group(1), match.end()
         if kind == "seconds":
-            if not (word.isascii() and word.isdigit()):
+            if not (len(word) <= MAX_SECONDS_DIGITS and word.isascii() and word.isdigit()):
                 raise InvalidCommand()
             args.append(int(word))
         else:

@@ -36,6 +36,7 @@ and answers.
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from time import monotonic
 
 import gevent
@@ -196,7 +197,9 @@ class ChatServer:
         self.sessions = set()                  # every connection
         self.per_address = {}                  # IP address -> connections from it
         self.blocks = Blocks()
-        self.last_logout = {}                  # user -> time of latest logout
+        # user -> time of latest logout, oldest first: whoelsesince reads
+        # from the newest end and stops at its cutoff.
+        self.last_logout = OrderedDict()
         self.failures = {}                     # user -> consecutive wrong passwords
         self.locks = {}                        # user -> (until, timer greenlet)
         self.stopping = False
@@ -226,7 +229,7 @@ class ChatServer:
             log.info("closed %d login(s) left open by an earlier run", closed)
         for blocker, blocked in self.store.all_blocks():
             self.blocks.add(blocker, blocked)
-        self.last_logout.update(self.store.last_logouts())
+        self.last_logout.update(sorted(self.store.last_logouts().items(), key=lambda i: i[1]))
         for user, until in self.store.active_locks(now).items():
             self._start_lock_timer(user, until, until - now)
         self._sweeper = gevent.spawn(self._retire_idle_writers)
@@ -568,6 +571,7 @@ class ChatServer:
         if self.online.get(name) is session:
             del self.online[name]
         now = self.clock()
+        self.last_logout.pop(name, None)
         self.last_logout[name] = now
         log.info("logout: %s (%s)", name, reason or "connection closed")
         if not self.stopping:
@@ -719,8 +723,16 @@ class ChatServer:
     def cmd_whoelsesince(self, session, seconds):
         """whoelsesince SECONDS"""
         cutoff = self.clock() - seconds
-        recent = {u for u, at in self.last_logout.items() if at >= cutoff}
-        names = sorted(u for u in recent.union(self.online) if self._visible_to(session.user, u))
+        recent = set(self.online)
+        logouts = self.last_logout
+        if logouts and logouts[next(iter(logouts))] >= cutoff:
+            recent.update(logouts)            # all of them: no need to look at each
+        else:
+            for user, at in reversed(logouts.items()):
+                if at < cutoff:
+                    break
+                recent.add(user)
+        names = sorted(u for u in recent if self._visible_to(session.user, u))
         return names or [texts.NO_OTHER_USERS]
 
     def cmd_block(self, session, user):

@@ -496,3 +496,17 @@ def test_a_blocked_user_learns_nothing_of_the_blockers_presence(make_server):
     assert luke.command("broadcast hello")[1]["lines"] == []
     luke.logout()
     assert vader.command("startprivate luke")[1]["lines"] == ["Error. luke is offline"]
+
+
+# Item 15: whoelsesince's number ----------------------------------------------------
+
+@pytest.mark.parametrize("arg", ["9" * 400, "9" * 5000, "1" * 11, "+5", "-1", "1e3", "0x10",
+                                 "1_000", "٣", "1.5", "inf", "nan"])
+def test_whoelsesince_takes_at_most_ten_digits_and_nothing_else(make_server, arg):
+    server = make_server(["alice", "bob"])
+    alice = Agent("alice", server.address)
+    assert alice.login()["status"] == "ok"
+    reply = alice.command(f"whoelsesince {arg}")[1]
+    assert reply["ok"] is False and reply["lines"] == [texts.INVALID_COMMAND]
+    assert alice.command("whoelsesince 9999999999")[1]["lines"] == [texts.NO_OTHER_USERS]
+    assert alice.command("whoelsesince 0000000000")[1]["ok"]

@@ -236,6 +236,28 @@ def test_whoelsesince(make_server):
         assert reply_lines(alice, bad) == [texts.INVALID_COMMAND]
 
 
+def test_whoelsesince_reads_the_newest_logouts_up_to_its_cutoff(make_server):
+    now = [1000.0]
+    server = make_server(USERS)
+    server.clock = lambda: now[0]
+    agents = dict(zip(USERS, online(server, *USERS)))
+    for step, name in enumerate(("bob", "carol", "dave")):   # out at 1000, 1010, 1020
+        now[0] = 1000.0 + 10 * step
+        agents[name].logout()
+    now[0] = 1030.0
+    alice = agents["alice"]
+    assert reply_lines(alice, "whoelsesince 10") == ["dave"]
+    assert reply_lines(alice, "whoelsesince 20") == ["carol", "dave"]
+    assert reply_lines(alice, "whoelsesince 30") == ["bob", "carol", "dave"]
+    assert reply_lines(alice, "whoelsesince 9999999999") == ["bob", "carol", "dave"]
+    # bob again, later: he moves to the newest end, once.
+    bob, = online(server, "bob")
+    now[0] = 1040.0
+    bob.logout()
+    assert reply_lines(alice, "whoelsesince 5") == ["bob"]
+    assert reply_lines(alice, "whoelsesince 25") == ["bob", "dave"]
+
+
 def test_whoelsesince_remembers_logouts_across_a_restart(make_server):
     server = make_server(USERS)
     bob, = online(server, "bob")
