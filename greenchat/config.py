@@ -42,6 +42,8 @@ class ServerConfig:
     command_burst: int = 100
     max_connections: int = 20_000
     max_per_address: int = 200
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 64
     tls_cert: str = None
     tls_key: str = None
 
@@ -60,6 +62,9 @@ class ServerConfig:
                      "command_burst", "max_connections", "max_per_address"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        for name, low, high in (("ipv4_prefix", 8, 32), ("ipv6_prefix", 16, 128)):
+            if not low <= getattr(self, name) <= high:
+                raise ConfigError(f"{name} must be {low}-{high} bits")
         if self.max_frame < 1024:
             raise ConfigError("max_frame must be at least 1024 bytes")
         if self.log_level not in LOG_LEVELS:
@@ -136,6 +141,19 @@ def _positive_int(text):
     return value
 
 
+def _bits(low, high):
+    """An argparse type: a whole number of bits from `low` to `high`."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number of bits: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}-{high} bits: {text!r}")
+        return value
+    return parse
+
+
 def server_parser():
     p = argparse.ArgumentParser(
         prog="greenchat-server",
@@ -182,7 +200,14 @@ def server_parser():
     p.add_argument("--max-connections", type=_positive_int, default=20_000, metavar="N",
                    help="connections the server accepts at once (default: %(default)s)")
     p.add_argument("--max-per-address", type=_positive_int, default=200, metavar="N",
-                   help="connections one IP address may hold (default: %(default)s)")
+                   help="connections one network may hold (see --ipv4-prefix, --ipv6-prefix; "
+                        "default: %(default)s)")
+    p.add_argument("--ipv4-prefix", type=_bits(8, 32), default=24, metavar="BITS",
+                   help="connections are counted for --max-per-address per network of this "
+                        "many bits: IPv4 clients (default: %(default)s)")
+    p.add_argument("--ipv6-prefix", type=_bits(16, 128), default=64, metavar="BITS",
+                   help="the same for IPv6 clients; an IPv4-mapped IPv6 address counts as its "
+                        "IPv4 address (default: %(default)s)")
     p.add_argument("--tls-cert", metavar="FILE",
                    help="serve TLS with this certificate (PEM; greenchat-admin mkcert makes one)")
     p.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")

@@ -46,6 +46,7 @@ from gevent.server import StreamServer
 
 from greenchat import PROTOCOL_VERSION, __version__, texts, tls
 from greenchat.accounts import PasswordChecks
+from greenchat.addresses import canonical, network_key
 from greenchat.blocks import Blocks
 from greenchat.codec import encode
 from greenchat.commands import SERVER, handlers_missing, parse_line
@@ -195,7 +196,7 @@ class ChatServer:
         self.clock = clock
         self.online = {}                       # user -> Session, while logged in
         self.sessions = set()                  # every connection
-        self.per_address = {}                  # IP address -> connections from it
+        self.per_address = {}                  # network (addresses.network_key) -> connections
         self.blocks = Blocks()
         # user -> time of latest logout, oldest first: whoelsesince reads
         # from the newest end and stops at its cutoff.
@@ -273,12 +274,14 @@ class ChatServer:
 
     def _handle(self, sock, address):
         configure(sock)
-        host = address[0]
+        host = canonical(address[0])
+        # A crowd from one site takes neighbouring addresses: counted per network.
+        network = network_key(host, self.config.ipv4_prefix, self.config.ipv6_prefix)
         # Counted from the first moment, TLS handshake included, or a crowd of
         # silent connections would escape the limits.
         over_limit = (len(self.sessions) + self._handshaking >= self.config.max_connections or
-                      self.per_address.get(host, 0) >= self.config.max_per_address)
-        self.per_address[host] = self.per_address.get(host, 0) + 1
+                      self.per_address.get(network, 0) >= self.config.max_per_address)
+        self.per_address[network] = self.per_address.get(network, 0) + 1
         try:
             if self.tls is not None:
                 sock = self._tls_handshake(sock, host)
@@ -297,11 +300,11 @@ class ChatServer:
             finally:
                 self.sessions.discard(session)
         finally:
-            left = self.per_address[host] - 1
+            left = self.per_address[network] - 1
             if left:
-                self.per_address[host] = left
+                self.per_address[network] = left
             else:
-                del self.per_address[host]
+                del self.per_address[network]
 
     def _tls_handshake(self, sock, host):
         """The TLS socket over `sock`, or None (and `sock` closed) on failure."""

@@ -95,3 +95,26 @@ def test_tls_options_go_together():
 def test_client_history_switch():
     assert parse_client_args(["h", "1"]).history is True
     assert parse_client_args(["h", "1", "--no-history"]).history is False
+
+
+def test_network_prefixes_of_the_per_address_limit():
+    config = parse_server_args([])
+    assert (config.ipv4_prefix, config.ipv6_prefix) == (24, 64)
+    config = parse_server_args(["--ipv4-prefix", "32", "--ipv6-prefix", "48"])
+    assert (config.ipv4_prefix, config.ipv6_prefix) == (32, 48)
+    assert parse_server_args(["--ipv4-prefix", "8", "--ipv6-prefix", "128"]).ipv6_prefix == 128
+    for bad in ({"ipv4_prefix": 7}, {"ipv4_prefix": 33}, {"ipv6_prefix": 15},
+                {"ipv6_prefix": 129}):
+        with pytest.raises(ConfigError):
+            ServerConfig(port=0, block_duration=1, timeout=1, **bad)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--ipv4-prefix", "7"], ["--ipv4-prefix", "33"], ["--ipv4-prefix", "x"],
+    ["--ipv6-prefix", "15"], ["--ipv6-prefix", "129"], ["--ipv6-prefix", "64.5"],
+])
+def test_bad_network_prefixes_print_usage_and_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_server_args(argv)
+    assert info.value.code == 2
+    assert "usage: greenchat-server" in capsys.readouterr().err

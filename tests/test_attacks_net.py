@@ -1,0 +1,133 @@
+"""Issue 11, the network attacks: running the server out of file
+descriptors (item 11) and sending peers to an address of the client's
+choosing (item 14). Each test failed before its fix.
+
+Connections come from chosen loopback addresses (127.0.0.2, 127.0.1.1, ...:
+all of 127/8 reaches a listener on 127.0.0.1) by binding the client socket
+before connecting. A test that needs a file descriptor limit runs the server
+as a real process (tests/support.py's ServerProcess); the rest run it in
+this process. Every wait is bounded.
+"""
+
+import gevent
+import pytest
+from gevent import socket
+from gevent.event import AsyncResult, Event
+
+from greenchat import texts
+from greenchat.codec import Decoder
+from support import Agent
+
+
+class SourcedAgent(Agent):
+    """An Agent whose connections come from the address `source`."""
+
+    def __init__(self, name, address, source):
+        super().__init__(name, address)
+        self.source = source
+
+    def connect(self):
+        self.sock = socket.create_connection(self.address, timeout=5,
+                                             source_address=(self.source, 0))
+        self.sock.settimeout(None)
+        self.closed = Event()
+        self._waiters = {"login": AsyncResult(), "bye": AsyncResult()}
+        self.reader = gevent.spawn(self._read, self.sock, self.closed)
+
+
+def connect_from(source, address, timeout=5):
+    """A connection from `source` to `address` that sends nothing."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.bind((source, 0))
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def received_from(source, address, timeout=5):
+    """Every frame a silent connection from `source` gets until the server
+    closes it; AssertionError if it is not closed within `timeout`."""
+    sock = connect_from(source, address, timeout)
+    decoder, frames = Decoder(), []
+    try:
+        with gevent.Timeout(timeout, AssertionError(f"{source}: not closed in {timeout}s")):
+            while True:
+                try:
+                    data = sock.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not data:
+                    break
+                frames += decoder.feed(data)
+    finally:
+        sock.close()
+    return frames
+
+
+def refused_from(source, address):
+    return received_from(source, address) == \
+        [{"type": "error", "text": texts.TOO_MANY_CONNECTIONS}]
+
+
+def close_all(socks):
+    for sock in socks:
+        sock.close()
+
+
+# Item 11: file descriptors ------------------------------------------------------
+
+def test_neighbours_in_one_slash_24_share_one_count(make_server):
+    server = make_server(["alice"], max_per_address=3)
+    held = [connect_from(source, server.address)
+            for source in ("127.0.0.2", "127.0.0.2", "127.0.0.3")]
+    try:
+        gevent.sleep(0.1)
+        assert refused_from("127.0.0.3", server.address)
+        assert refused_from("127.0.0.254", server.address)
+        # Another /24 has a count of its own.
+        alice = SourcedAgent("alice", server.address, "127.0.1.1")
+        assert alice.login(timeout=5)["status"] == "ok"
+    finally:
+        close_all(held)
+    server.stop()
+    # --ipv4-prefix 32 counts each address on its own, as before.
+    server = make_server(["alice"], max_per_address=2, ipv4_prefix=32)
+    held = [connect_from(source, server.address)
+            for source in ("127.0.0.2", "127.0.0.2", "127.0.0.3")]
+    try:
+        gevent.sleep(0.1)
+        assert refused_from("127.0.0.2", server.address)
+        alice = SourcedAgent("alice", server.address, "127.0.0.3")
+        assert alice.login(timeout=5)["status"] == "ok"
+    finally:
+        close_all(held)
+
+
+def _dual_stack():
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::", 0))
+            return sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _dual_stack(), reason="no dual-stack IPv6 socket here")
+def test_an_ipv4_client_of_a_dual_stack_listener_counts_in_its_slash_24(make_server):
+    # The server sees ::ffff:127.0.0.2: it counts as 127.0.0.2, in
+    # 127.0.0.0/24, and neither on its own nor in ::/64 with every IPv4 client.
+    server = make_server(["alice"], host="::", max_per_address=2)
+    address = ("127.0.0.1", server.address[1])
+    held = [connect_from("127.0.0.2", address) for _ in range(2)]
+    try:
+        gevent.sleep(0.1)
+        assert refused_from("127.0.0.3", address)
+        alice = SourcedAgent("alice", address, "127.0.1.1")
+        assert alice.login(timeout=5)["status"] == "ok"
+    finally:
+        close_all(held)
