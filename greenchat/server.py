@@ -54,7 +54,8 @@ from greenchat.errors import (CommandError, ConfigError, ConnectionLost, Floodin
                               GreenchatError, InvalidCommand, MalformedFrame, Overloaded,
                               ProtocolError, TLSError)
 from greenchat.limits import TokenBucket
-from greenchat.transport import SHUT_RD, FrameReader, Outbox, close, configure, shutdown
+from greenchat.transport import (SHUT_RD, FrameReader, Outbox, close, configure, refuse,
+                                 shutdown)
 
 log = logging.getLogger("greenchat.server")
 
@@ -273,27 +274,27 @@ class ChatServer:
     # Connections ------------------------------------------------------------
 
     def _handle(self, sock, address):
-        configure(sock)
         host = canonical(address[0])
         # A crowd from one site takes neighbouring addresses: counted per network.
         network = network_key(host, self.config.ipv4_prefix, self.config.ipv6_prefix)
+        held = self.per_address.get(network, 0)
         # Counted from the first moment, TLS handshake included, or a crowd of
         # silent connections would escape the limits.
-        over_limit = (len(self.sessions) + self._handshaking >= self.config.max_connections or
-                      self.per_address.get(network, 0) >= self.config.max_per_address)
-        self.per_address[network] = self.per_address.get(network, 0) + 1
+        if len(self.sessions) + self._handshaking >= self.config.max_connections or \
+                held >= self.config.max_per_address:
+            log.warning("refused a connection from %s: too many connections", host)
+            # Now, not after a TLS handshake or a flush: refusals must hold no descriptors.
+            refuse(sock, None if self.tls is not None else
+                   encode({"type": "error", "text": texts.TOO_MANY_CONNECTIONS}))
+            return
+        configure(sock)
+        self.per_address[network] = held + 1
         try:
             if self.tls is not None:
                 sock = self._tls_handshake(sock, host)
                 if sock is None:
                     return
             session = Session(self, sock, address)
-            if over_limit:
-                log.warning("refused a connection from %s: too many connections", host)
-                session.send({"type": "error", "text": texts.TOO_MANY_CONNECTIONS})
-                session.outbox.close(FLUSH_TIMEOUT)
-                close(sock)
-                return
             self.sessions.add(session)
             try:
                 self._serve(session)

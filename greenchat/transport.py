@@ -372,6 +372,20 @@ def close(sock):
         pass
 
 
+def refuse(sock, data=None):
+    """Close a connection refused before it is served, at once: its
+    descriptor is wanted back. `data` (a frame) goes out only if the socket
+    takes it without waiting, as a fresh one does."""
+    if data:
+        try:
+            # gevent: a timeout of 0 makes send raise instead of waiting.
+            sock.settimeout(0)
+            sock.send(data)
+        except OSError:
+            pass
+    close(sock)
+
+
 class FrameConnection:
     """A client-side framed connection: a FrameReader plus a locked sender.
 

@@ -9,14 +9,20 @@ as a real process (tests/support.py's ServerProcess); the rest run it in
 this process. Every wait is bounded.
 """
 
+import resource
+import time
+
 import gevent
 import pytest
 from gevent import socket
 from gevent.event import AsyncResult, Event
 
-from greenchat import texts
+from greenchat import certs, texts, tls
 from greenchat.codec import Decoder
-from support import Agent
+from greenchat.errors import TLSError
+from support import Agent, ServerProcess
+
+FLOOD_SOURCES = [f"127.0.0.{n}" for n in range(2, 9)]     # one /24, seven addresses
 
 
 class SourcedAgent(Agent):
@@ -131,3 +137,82 @@ def test_an_ipv4_client_of_a_dual_stack_listener_counts_in_its_slash_24(make_ser
         assert alice.login(timeout=5)["status"] == "ok"
     finally:
         close_all(held)
+
+
+def test_a_connection_over_the_limit_of_a_tls_server_is_closed_at_once(make_server, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certs.write_pair(*certs.make_pair("localhost"), cert, key)
+    server = make_server(["alice"], max_per_address=1, tls_cert=str(cert), tls_key=str(key))
+    held = connect_from("127.0.0.2", server.address)         # silent: in its handshake
+    try:
+        gevent.sleep(0.1)
+        # No handshake (up to 10 s) first: closed, no frame (it could not be read).
+        started = time.monotonic()
+        assert received_from("127.0.0.3", server.address, timeout=2) == []
+        assert time.monotonic() - started < 1
+        # A TLS client is told no more than that either, and at once.
+        with pytest.raises(TLSError):
+            sock = connect_from("127.0.0.4", server.address)
+            try:
+                tls.connect(sock, tls.client_context(insecure=True), 2)
+            finally:
+                sock.close()
+        assert time.monotonic() - started < 2
+    finally:
+        held.close()
+    # Within the limit, TLS works as before.
+    gevent.sleep(0.1)
+    alice = Agent("alice", server.address, tls_context=tls.client_context(insecure=True))
+    assert alice.login(timeout=5)["status"] == "ok"
+
+
+def test_a_refused_plain_connection_gets_its_frame_at_once(make_server):
+    server = make_server(["alice"], max_per_address=1)
+    held = connect_from("127.0.0.2", server.address)
+    try:
+        gevent.sleep(0.1)
+        started = time.monotonic()
+        assert refused_from("127.0.0.3", server.address)
+        assert time.monotonic() - started < 1
+    finally:
+        held.close()
+
+
+def raise_own_fd_limit():
+    """This test process holds the flood's sockets: the most files it may."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def limit_files_to_1024():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+
+def flood(address, count, sources):
+    """`count` connections that send nothing, from `sources` in turn."""
+    return [connect_from(sources[i % len(sources)], address) for i in range(count)]
+
+
+def assert_no_fd_exhaustion(server):
+    bad = [line for line in server.log().splitlines()
+           if "EMFILE" in line or "Too many open files" in line]
+    assert not bad, f"{len(bad)} log line(s) like {bad[0]!r}"
+
+
+def test_half_open_connections_from_one_slash_24_cannot_exhaust_the_fds(tmp_path):
+    raise_own_fd_limit()
+    (tmp_path / "credentials.txt").write_text("alice pw\n")
+    server = ServerProcess(str(tmp_path), preexec_fn=limit_files_to_1024)
+    held = []
+    try:
+        # 200 from each of 7 addresses: within a per-address limit of 200.
+        held = flood(server.address, 1400, FLOOD_SOURCES)
+        alice = SourcedAgent("alice", server.address, "127.0.1.1")
+        assert alice.login(timeout=5)["status"] == "ok"
+        assert refused_from("127.0.0.9", server.address)
+        assert alice.command("whoelse", timeout=5)[1]["ok"]
+    finally:
+        close_all(held)
+        assert server.stop() == 0
+    assert_no_fd_exhaustion(server)
