@@ -44,7 +44,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from greenchat import PROTOCOL_VERSION, __version__, texts, tls
+from greenchat import PROTOCOL_VERSION, __version__, runtime, texts, tls
 from greenchat.accounts import PasswordChecks
 from greenchat.addresses import canonical, network_key
 from greenchat.blocks import Blocks
@@ -198,6 +198,7 @@ class ChatServer:
         self.online = {}                       # user -> Session, while logged in
         self.sessions = set()                  # every connection
         self.per_address = {}                  # network (addresses.network_key) -> connections
+        self.max_connections = config.max_connections  # lowered by start() to fit the file limit
         self.blocks = Blocks()
         # user -> time of latest logout, oldest first: whoelsesince reads
         # from the newest end and stops at its cutoff.
@@ -225,6 +226,16 @@ class ChatServer:
         return self.stream.server_host, self.stream.server_port
 
     def start(self):
+        fd_limit = runtime.raise_fd_limit()
+        self.max_connections, held = runtime.connection_limits(self.config.max_connections,
+                                                               fd_limit)
+        if self.max_connections < self.config.max_connections:
+            log.warning("--max-connections %d is more than %d open files allow: "
+                        "holding at most %d connections", self.config.max_connections,
+                        fd_limit, self.max_connections)
+        # A full pool pauses the accept loop: accept never meets EMFILE, whatever the flood.
+        self._pool = Pool(held)
+        self.stream.set_spawn(self._pool)
         now = self.clock()
         closed = self.store.close_open_logins(now)
         if closed:
@@ -280,7 +291,7 @@ class ChatServer:
         held = self.per_address.get(network, 0)
         # Counted from the first moment, TLS handshake included, or a crowd of
         # silent connections would escape the limits.
-        if len(self.sessions) + self._handshaking >= self.config.max_connections or \
+        if len(self.sessions) + self._handshaking >= self.max_connections or \
                 held >= self.config.max_per_address:
             log.warning("refused a connection from %s: too many connections", host)
             # Now, not after a TLS handshake or a flush: refusals must hold no descriptors.

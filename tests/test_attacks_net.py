@@ -9,6 +9,7 @@ as a real process (tests/support.py's ServerProcess); the rest run it in
 this process. Every wait is bounded.
 """
 
+import re
 import resource
 import time
 
@@ -17,7 +18,7 @@ import pytest
 from gevent import socket
 from gevent.event import AsyncResult, Event
 
-from greenchat import certs, texts, tls
+from greenchat import certs, runtime, texts, tls
 from greenchat.codec import Decoder
 from greenchat.errors import TLSError
 from support import Agent, ServerProcess
@@ -216,3 +217,60 @@ def test_half_open_connections_from_one_slash_24_cannot_exhaust_the_fds(tmp_path
         close_all(held)
         assert server.stop() == 0
     assert_no_fd_exhaustion(server)
+
+
+def limit_files_to_256_of_1024():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024))
+
+
+def still_open(socks):
+    """The connections among `socks` the server has not closed."""
+    open_ = []
+    for sock in socks:
+        sock.settimeout(0)
+        try:
+            sock.recv(65536)            # the refusal, or its end
+        except (BlockingIOError, socket.timeout):
+            open_.append(sock)
+        except OSError:
+            pass
+    return open_
+
+
+def test_the_connection_cap_stays_below_the_file_limit(tmp_path):
+    raise_own_fd_limit()
+    (tmp_path / "credentials.txt").write_text("alice pw\n")
+    # Each address counted on its own: only --max-connections (20,000) is left.
+    server = ServerProcess(str(tmp_path), "--ipv4-prefix", "32",
+                           preexec_fn=limit_files_to_256_of_1024)
+    held = []
+    try:
+        # The soft limit was raised to the hard one, and the cap set below it.
+        clamped = re.search(r"--max-connections 20000 is more than 1024 open files allow: "
+                            r"holding at most (\d+)", server.log())
+        assert clamped, server.log()[-2000:]
+        cap = int(clamped.group(1))
+        assert 512 < cap <= 1024 - runtime.FD_RESERVE
+        held = flood(server.address, 1400, FLOOD_SOURCES)
+        deadline = time.monotonic() + 5
+        while len(still_open(held)) > cap and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        assert len(still_open(held)) == cap
+        assert refused_from("127.0.0.9", server.address)
+        close_all(held[:10])
+        gevent.sleep(0.2)
+        alice = SourcedAgent("alice", server.address, "127.0.1.1")
+        assert alice.login(timeout=5)["status"] == "ok"
+    finally:
+        close_all(held)
+        assert server.stop() == 0
+    assert_no_fd_exhaustion(server)
+
+
+def test_connection_limits():
+    served, held = runtime.connection_limits(20_000, 1024)
+    assert held == 1024 - runtime.FD_RESERVE and served == held - runtime.REFUSING
+    assert runtime.connection_limits(500, 1024) == (500, held)
+    assert runtime.connection_limits(20_000, None) == (20_000, None)     # no file limit
+    assert runtime.connection_limits(20_000, 100) == (1, 36)            # never none at all
+    assert runtime.connection_limits(20_000, 10) == (1, 2)
