@@ -176,6 +176,8 @@ class Client:
                         return False
                     frame = {"type": "password", "password": password}
                     if self.listener is not None:
+                        # "host" only for older servers, which require it; this one
+                        # tells peers the address it sees us at.
                         frame["p2p"] = {"host": self.listener.host,
                                         "port": self.listener.address[1]}
                         if self.listener.fingerprint is not None:

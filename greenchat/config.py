@@ -233,8 +233,9 @@ def client_parser():
     p.add_argument("host", metavar="HOST", help="server address")
     p.add_argument("port", type=lambda t: _port(t, 1), metavar="PORT", help="server port")
     p.add_argument("--p2p-host", metavar="ADDR",
-                   help="address to accept private links on "
-                        "(default: the address this client reaches the server from)")
+                   help="address to listen on for private links, 0.0.0.0 for all (default: "
+                        "the address this client reaches the server from); peers are told the "
+                        "address the server sees this client at, never this one")
     p.add_argument("--p2p-port", type=_port, default=0, metavar="PORT",
                    help="port to accept private links on (default: any free port)")
     p.add_argument("--user", metavar="NAME", help="log in as NAME (the password is still asked)")

@@ -529,13 +529,13 @@ class ChatServer:
 
     @staticmethod
     def _p2p_address(session, p2p):
-        """Where the client accepts private links, from its password frame."""
-        host, port = (p2p.get("host"), p2p.get("port")) if isinstance(p2p, dict) else (None, None)
-        if not isinstance(host, str) or len(host) > 255 or type(port) is not int \
-                or not 1 <= port <= 65535:
-            raise MalformedFrame("p2p needs a string host and a port 1-65535")
-        if host in ("", "0.0.0.0", "::"):
-            host = session.address[0]
+        """Where the client accepts private links: the address its connection
+        comes from, and the port from its password frame."""
+        port = p2p.get("port") if isinstance(p2p, dict) else None
+        if type(port) is not int or not 1 <= port <= 65535:
+            raise MalformedFrame("p2p needs a port 1-65535")
+        # Never the "host" it names: peers would connect wherever a client said.
+        host = canonical(session.address[0])
         # The client's link certificate, passed on to whoever it links with.
         fingerprint = p2p.get("fingerprint")
         if fingerprint is not None and (not isinstance(fingerprint, str) or

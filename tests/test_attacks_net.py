@@ -274,3 +274,66 @@ def test_connection_limits():
     assert runtime.connection_limits(20_000, None) == (20_000, None)     # no file limit
     assert runtime.connection_limits(20_000, 100) == (1, 36)            # never none at all
     assert runtime.connection_limits(20_000, 10) == (1, 2)
+
+
+# Item 14: the host of a private link ------------------------------------------------
+
+def login_with_p2p(agent, p2p):
+    """Log `agent` in, telling the server `p2p` in its password frame."""
+    agent.connect()
+    for frame in ({"type": "hello", "version": 1},
+                  {"type": "username", "username": agent.name},
+                  {"type": "password", "password": "pw", "p2p": p2p}):
+        agent.send(frame)
+    return agent.wait_for(lambda f: f["type"] in ("login", "error") and "text" in f)
+
+
+def offer_for(requester, user):
+    _, reply = requester.command(f"startprivate {user}", timeout=5)
+    assert reply["ok"], reply
+    return reply["private"]
+
+
+@pytest.mark.parametrize("p2p", [
+    {"host": "169.254.169.254", "port": 4444},
+    {"host": "localhost", "port": 4444},
+    {"host": "10.0.0.1", "port": 4444, "fingerprint": "ab" * 32},
+    {"host": "", "port": 4444},
+    {"host": 12345, "port": 4444},         # ignored, so not refused either
+    {"port": 4444},
+], ids=["metadata", "localhost", "private", "empty", "number", "none"])
+def test_the_server_names_the_address_it_sees_not_the_one_claimed(make_server, p2p):
+    server = make_server(["alice", "bob"])
+    alice, bob = Agent("alice", server.address), Agent("bob", server.address)
+    assert login_with_p2p(alice, p2p)["status"] == "ok"
+    assert bob.login(timeout=5)["status"] == "ok"
+    offer = offer_for(bob, "alice")
+    assert (offer["host"], offer["port"]) == ("127.0.0.1", 4444)
+    assert offer.get("fingerprint") == p2p.get("fingerprint")
+
+
+def test_the_address_seen_is_the_connections_own(make_server):
+    server = make_server(["alice", "bob"])
+    alice = SourcedAgent("alice", server.address, "127.0.0.7")
+    bob = Agent("bob", server.address)
+    assert login_with_p2p(alice, {"host": "127.0.0.1", "port": 4444})["status"] == "ok"
+    assert bob.login(timeout=5)["status"] == "ok"
+    assert offer_for(bob, "alice")["host"] == "127.0.0.7"
+
+
+@pytest.mark.skipif(not _dual_stack(), reason="no dual-stack IPv6 socket here")
+def test_an_ipv4_mapped_address_is_named_as_ipv4(make_server):
+    server = make_server(["alice", "bob"], host="::")
+    address = ("127.0.0.1", server.address[1])
+    alice, bob = Agent("alice", address), Agent("bob", address)
+    assert login_with_p2p(alice, {"host": "::", "port": 4444})["status"] == "ok"
+    assert bob.login(timeout=5)["status"] == "ok"
+    assert offer_for(bob, "alice")["host"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("port", [0, 65536, "4444", None, True])
+def test_the_port_is_still_checked(make_server, port):
+    server = make_server(["alice"])
+    alice = Agent("alice", server.address)
+    frame = login_with_p2p(alice, {"host": "127.0.0.1", "port": port})
+    assert frame == {"type": "error", "text": texts.MALFORMED_FRAME}
