@@ -1,6 +1,7 @@
 """Issue 11, the network attacks: running the server out of file
 descriptors (item 11) and sending peers to an address of the client's
-choosing (item 14). Each test failed before its fix.
+choosing (item 14). Each test failed before its fix, but for two guards
+(said so below) of what already held.
 
 Connections come from chosen loopback addresses (127.0.0.2, 127.0.1.1, ...:
 all of 127/8 reaches a listener on 127.0.0.1) by binding the client socket
@@ -168,6 +169,7 @@ def test_a_connection_over_the_limit_of_a_tls_server_is_closed_at_once(make_serv
 
 
 def test_a_refused_plain_connection_gets_its_frame_at_once(make_server):
+    # A guard: a fresh socket always took the frame at once.
     server = make_server(["alice"], max_per_address=1)
     held = connect_from("127.0.0.2", server.address)
     try:
@@ -333,6 +335,7 @@ def test_an_ipv4_mapped_address_is_named_as_ipv4(make_server):
 
 @pytest.mark.parametrize("port", [0, 65536, "4444", None, True])
 def test_the_port_is_still_checked(make_server, port):
+    # A guard: checked as before.
     server = make_server(["alice"])
     alice = Agent("alice", server.address)
     frame = login_with_p2p(alice, {"host": "127.0.0.1", "port": port})
