@@ -115,14 +115,16 @@ def _field(frame, name):
 class Session:
     """One connection: its socket, reader, outbox and (once logged in) user."""
 
-    __slots__ = ("server", "sock", "address", "reader", "outbox", "user", "login_id", "state",
+    __slots__ = ("server", "sock", "address", "network", "reader", "outbox", "user", "login_id",
+                 "state",
                  "pending", "pending_bytes", "spill", "end_reason", "closed", "p2p",
                  "online_since", "bucket")
 
-    def __init__(self, server, sock, address):
+    def __init__(self, server, sock, address, network):
         self.server = server
         self.sock = sock
         self.address = address
+        self.network = network    # what limits count it in (addresses.network_key)
         self.reader = FrameReader(sock, server.config.max_frame)
         self.outbox = Outbox(sock, server.config.mailbox_limit, server.config.mailbox_limit_bytes)
         # Every frame counts, from the first: login probes as well as commands.
@@ -305,7 +307,7 @@ class ChatServer:
                 sock = self._tls_handshake(sock, host)
                 if sock is None:
                     return
-            session = Session(self, sock, address)
+            session = Session(self, sock, address, network)
             self.sessions.add(session)
             try:
                 self._serve(session)
@@ -431,7 +433,7 @@ class ChatServer:
             if name in self.locks:
                 log.info("login refused: %s is locked", name)
                 return "failed", texts.ACCOUNT_BLOCKED
-            if self.passwords.verify(self.credentials, name, password, session.address[0]):
+            if self.passwords.verify(self.credentials, name, password, session.network):
                 self.failures.pop(name, None)
                 return None
             failures = self.failures.get(name, 0) + 1
