@@ -59,6 +59,8 @@ def server_main(argv=None):
         return 1
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, lambda: gevent.spawn(server.stop))
+    # The accounts file is reloaded when it changes; SIGHUP asks at once.
+    gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(server.reload_credentials))
     server.serve_forever()
     return 0
 

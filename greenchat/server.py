@@ -34,6 +34,7 @@ and answers.
 """
 
 import logging
+import os
 import secrets
 import time
 from collections import OrderedDict
@@ -41,6 +42,7 @@ from time import monotonic
 
 import gevent
 from gevent.event import Event
+from gevent.lock import Semaphore
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
@@ -50,9 +52,10 @@ from greenchat.addresses import canonical, network_key
 from greenchat.blocks import Blocks
 from greenchat.codec import encode
 from greenchat.commands import SERVER, handlers_missing, parse_line
-from greenchat.errors import (CommandError, ConfigError, ConnectionLost, Flooding, FrameTooLarge,
-                              GreenchatError, InvalidCommand, MalformedFrame, Overloaded,
-                              ProtocolError, TLSError)
+from greenchat.credentials import Credentials
+from greenchat.errors import (CommandError, ConfigError, ConnectionLost, CredentialsError,
+                              Flooding, FrameTooLarge, GreenchatError, InvalidCommand,
+                              MalformedFrame, Overloaded, ProtocolError, TLSError)
 from greenchat.limits import TokenBucket
 from greenchat.transport import (SHUT_RD, FrameReader, Outbox, close, configure, refuse,
                                  shutdown)
@@ -84,6 +87,8 @@ PRESENCE_BATCH_MAX = 128
 # A connection's writer greenlet that wrote nothing for one to two of these
 # ends, and the next frame starts another: an idle one costs ~4 KB.
 WRITER_IDLE = 2.0
+# How often the accounts file is looked at for changes.
+CREDENTIALS_POLL = 1.0
 # The longest a TLS handshake may take (capped by --login-timeout).
 TLS_HANDSHAKE_TIMEOUT = 10.0
 
@@ -91,6 +96,7 @@ _BYE_TEXTS = {
     "logout": texts.GOODBYE,
     "idle": texts.LOGGED_OUT_IDLE,
     "shutdown": texts.SERVER_SHUTTING_DOWN,
+    "removed": texts.ACCOUNT_REMOVED,
 }
 
 # Session states
@@ -103,6 +109,25 @@ class _Reply(list):
     def __init__(self, lines, extra):
         super().__init__(lines)
         self.extra = extra
+
+
+def _signature(path):
+    """What changes when a file is rewritten (greenchat-admin renames a new
+    one into place) or edited in place; None if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _load_credentials(path):
+    """Credentials.load, its error returned rather than raised (in a thread,
+    where gevent would report a raised one as a crash)."""
+    try:
+        return Credentials.load(path)
+    except CredentialsError as exc:
+        return exc
 
 
 def _field(frame, name):
@@ -215,6 +240,9 @@ class ChatServer:
         self._presence = []                    # (user, seq, users hidden from, frame) to send
         self._presence_seq = 0                 # numbers presence events in order
         self._sweeper = None
+        self._watcher = None
+        self._reloading = Semaphore()
+        self._credentials_seen = None          # the accounts file's _signature when loaded
         self._presence_timer = None
         self.tls = (tls.server_context(config.tls_cert, config.tls_key)
                     if config.tls_cert else None)
@@ -228,6 +256,11 @@ class ChatServer:
         return self.stream.server_host, self.stream.server_port
 
     def start(self):
+        # A name whose account id changed while the server was down is a new account.
+        self._credentials_seen = _signature(self.config.credentials)
+        for name in self.store.sync_accounts(self._account_ids()):
+            log.info("%s is a new account: forgot the old one's messages, blocks and history",
+                     name)
         fd_limit = runtime.raise_fd_limit()
         self.max_connections, held = runtime.connection_limits(self.config.max_connections,
                                                                fd_limit)
@@ -248,6 +281,7 @@ class ChatServer:
         for user, until in self.store.active_locks(now).items():
             self._start_lock_timer(user, until, until - now)
         self._sweeper = gevent.spawn(self._retire_idle_writers)
+        self._watcher = gevent.spawn(self._watch_credentials)
         try:
             self.stream.start()
         except OSError as exc:
@@ -277,8 +311,9 @@ class ChatServer:
             timer.kill()
         if self._presence_timer is not None:
             self._presence_timer.kill()
-        if self._sweeper is not None:
-            self._sweeper.kill()
+        for greenlet in (self._sweeper, self._watcher):
+            if greenlet is not None:
+                greenlet.kill()
         self.passwords.close()
         self.store.close()
         self._stopped.set()
@@ -404,6 +439,11 @@ class ChatServer:
                     name = None
                     session.send({"type": "login", "status": "username",
                                   "text": texts.INVALID_USERNAME})
+            elif kind == "password" and name is not None and name not in self.credentials:
+                # Deleted since its username was taken.
+                name = None
+                session.send({"type": "login", "status": "username",
+                              "text": texts.INVALID_USERNAME})
             elif kind == "password" and name is not None:
                 # Known from the first moment the user is online, so a
                 # startprivate can never arrive before it.
@@ -452,6 +492,10 @@ class ChatServer:
             # store what it holds first, so no message overtakes another.
             existing.closed.wait(TAKEOVER_WAIT)
             existing = self.online.get(name)
+        if name not in self.credentials:
+            # Deleted while its password was being checked.
+            session.send({"type": "login", "status": "failed", "text": texts.INVALID_USERNAME})
+            return False
         if existing is not None or self.stopping:
             log.info("login refused: %s is already logged in", name)
             session.send({"type": "login", "status": "failed", "text": texts.ALREADY_LOGGED_IN})
@@ -588,8 +632,15 @@ class ChatServer:
         if self.online.get(name) is session:
             del self.online[name]
         now = self.clock()
-        self.last_logout.pop(name, None)
-        self.last_logout[name] = now
+        if reason == "removed":
+            # Nothing of a deleted account is kept, and a new one may take its name.
+            if records:
+                log.info("%s: dropping %d undelivered message(s) of a deleted account",
+                         name, len(records))
+            records = []
+        else:
+            self.last_logout.pop(name, None)
+            self.last_logout[name] = now
         log.info("logout: %s (%s)", name, reason or "connection closed")
         if not self.stopping:
             self._announce(name, False)
@@ -669,6 +720,69 @@ class ChatServer:
                 session.outbox.retire_if_idle()
                 if count % 1000 == 999:
                     gevent.sleep(0)
+
+    # Accounts ---------------------------------------------------------------
+
+    def _account_ids(self):
+        credentials = self.credentials
+        return {name: credentials.account_id(name) for name in credentials.usernames}
+
+    def _watch_credentials(self):
+        """Reload the accounts file soon after it changes (SIGHUP: at once)."""
+        while True:
+            gevent.sleep(CREDENTIALS_POLL)
+            if _signature(self.config.credentials) != self._credentials_seen:
+                self.reload_credentials()
+
+    def reload_credentials(self):
+        """Take the accounts file as it is now: new accounts can log in, a
+        changed password is the one checked, and a deleted (or deleted and
+        re-added) account is logged out and forgotten. A file that does not
+        load, or holds no account, changes nothing but the log."""
+        with self._reloading:
+            path = self.config.credentials
+            self._credentials_seen = _signature(path)
+            # Parsed in a thread: a big file must not hold the hub.
+            new = gevent.get_hub().threadpool.apply(_load_credentials, (path,))
+            if isinstance(new, CredentialsError):
+                log.error("%s; keeping the %d account(s) loaded before", new,
+                          len(self.credentials))
+                return
+            if not len(new):
+                log.error("credentials file %s holds no account; keeping the %d loaded "
+                          "before", path, len(self.credentials))
+                return
+            changes = self.credentials.changes(new)
+            self.credentials = new
+            gone = changes.removed | changes.replaced
+            for name in gone:
+                self._end_account(name)
+            try:
+                forgotten = self.store.sync_accounts(self._account_ids(), forget=gone)
+            except GreenchatError as exc:
+                log.error("could not record the accounts' changes: %s", exc)
+                return
+            for name in forgotten - gone:
+                self._end_account(name)
+            log.info("credentials reloaded: %d account(s); %d added, %d deleted, %d re-created, "
+                     "%d new password(s)", len(new), len(changes.added), len(changes.removed),
+                     len(changes.replaced), len(changes.password_changed))
+
+    def _end_account(self, name):
+        """Log a deleted account out, and forget what memory holds of it."""
+        session = self.online.get(name)
+        if session is not None:
+            session.end_reason = "removed"
+            shutdown(session.sock, SHUT_RD)
+        self._forget(name)
+
+    def _forget(self, name):
+        self.blocks.forget(name)
+        self.last_logout.pop(name, None)
+        self.failures.pop(name, None)
+        lock = self.locks.pop(name, None)
+        if lock is not None:
+            lock[1].kill(block=False)
 
     # Account locks ----------------------------------------------------------
 

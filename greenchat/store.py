@@ -71,6 +71,12 @@ CREATE TABLE IF NOT EXISTS locks (
     user TEXT PRIMARY KEY,
     until REAL NOT NULL
 ) WITHOUT ROWID;
+-- The account id each name was last seen with (credentials.py): a name
+-- whose id changes is a new account, and nothing of the old one is kept.
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL
+) WITHOUT ROWID;
 -- What each recipient has stored, kept by triggers, for the offline quota.
 CREATE TABLE IF NOT EXISTS mailboxes (
     recipient TEXT PRIMARY KEY,
@@ -318,6 +324,37 @@ class Store:
         return dict(self._transaction(lambda db: db.execute(
             "SELECT user, MAX(logout_at) FROM logins WHERE logout_at IS NOT NULL "
             "GROUP BY user").fetchall()))
+
+    # Accounts ---------------------------------------------------------------
+
+    def sync_accounts(self, ids, forget=()):
+        """Record each account's id ({name: id or None}) and forget every
+        name in `forget`, and every name whose recorded id differs from its
+        id now (both known: a deleted name added again). Returns the names
+        forgotten. A name with no id now keeps the id recorded for it."""
+        def sync(db):
+            known = dict(db.execute("SELECT name, account_id FROM accounts"))
+            gone = set(forget)
+            gone.update(name for name, account_id in ids.items()
+                        if account_id is not None and known.get(name, account_id) != account_id)
+            for name in gone:
+                self._forget(db, name)
+            db.executemany("INSERT OR REPLACE INTO accounts (name, account_id) VALUES (?, ?)",
+                           [(name, account_id) for name, account_id in ids.items()
+                            if account_id is not None and known.get(name) != account_id])
+            return gone
+        return self._transaction(sync)
+
+    @staticmethod
+    def _forget(db, name):
+        """Everything kept under `name`: its mail, its blocks both ways, its
+        login history, its lock, its id. Messages it sent to others stay:
+        they are the recipients' now."""
+        db.execute("DELETE FROM offline WHERE recipient = ?", (name,))
+        db.execute("DELETE FROM blocks WHERE blocker = ? OR blocked = ?", (name, name))
+        db.execute("DELETE FROM logins WHERE user = ?", (name,))
+        db.execute("DELETE FROM locks WHERE user = ?", (name,))
+        db.execute("DELETE FROM accounts WHERE name = ?", (name,))
 
     # Account locks ----------------------------------------------------------
 

@@ -104,6 +104,7 @@ def presence_line(user, online):
 GOODBYE = "Goodbye"
 LOGGED_OUT_IDLE = "You have been logged out due to inactivity"
 SERVER_SHUTTING_DOWN = "Server is shutting down"
+ACCOUNT_REMOVED = "Your account has been removed"
 CONNECTION_LOST = "Connection to server lost"
 PROMPT = "> "
 

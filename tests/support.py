@@ -35,14 +35,22 @@ class ServerFactory:
         self.tmp_path = tmp_path
         self.servers = []
 
-    def __call__(self, users, passwords=None, **overrides):
+    def __call__(self, users, passwords=None, ids=None, **overrides):
+        """A server for `users` (password PASSWORD unless `passwords` says
+        otherwise; `ids` gives account ids, the file's third field)."""
         creds = self.tmp_path / "credentials.txt"
-        passwords = passwords or {}
-        creds.write_text("".join(f"{u} {passwords.get(u, PASSWORD)}\n" for u in users))
+        passwords, ids = passwords or {}, ids or {}
+        creds.write_text("".join(f"{u} {passwords.get(u, PASSWORD)} {ids.get(u, '')}".rstrip()
+                                 + "\n" for u in users))
+        return self.again(**overrides)
+
+    def again(self, **overrides):
+        """Another server on the same accounts file and data, as it is now."""
         # Many clients from one address, and commands as fast as the tests
         # can send them: tests of the limits set them back.
         settings = dict(port=0, host="127.0.0.1", block_duration=1.0, timeout=120.0,
-                        credentials=str(creds), data_dir=str(self.tmp_path / "data"),
+                        credentials=str(self.tmp_path / "credentials.txt"),
+                        data_dir=str(self.tmp_path / "data"),
                         backlog=2048, command_rate=0, max_per_address=100_000)
         settings.update(overrides)
         server = build_server(ServerConfig(**settings))

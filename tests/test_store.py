@@ -194,3 +194,24 @@ def test_a_database_from_before_the_quota_gets_its_mailbox_sizes(path):
         assert store.mailbox_size("bob") == (2, 7)
     finally:
         store.close()
+
+
+def test_a_name_with_a_new_account_id_is_forgotten_whole(store):
+    store.sync_accounts({"leia": "a1", "luke": "b2", "hand": None})
+    store.save_offline([("leia", "luke", "for leia", 1.0), ("luke", "leia", "from leia", 1.0)])
+    store.add_block("leia", "luke")
+    store.add_block("luke", "leia")
+    store.add_block("luke", "han")
+    store.record_logout(store.record_login("leia", 1.0), 2.0)
+    store.set_lock("leia", time.time() + 600)
+    # A name without an id keeps whatever it had; the same id changes nothing.
+    assert store.sync_accounts({"leia": "a1", "luke": "b2", "hand": None}) == set()
+    assert store.sync_accounts({"leia": "c3", "luke": "b2"}) == {"leia"}
+    assert store.count_offline("leia") == 0
+    assert page_texts(store.offline_page("luke")) == ["from leia"]     # luke's now
+    assert store.all_blocks() == [("luke", "han")]
+    assert "leia" not in store.last_logouts() and "leia" not in store.active_locks()
+    # The new id is the one recorded; forgetting by name works too.
+    assert store.sync_accounts({"leia": "c3"}) == set()
+    assert store.sync_accounts({}, forget=["luke"]) == {"luke"}
+    assert store.count_offline("luke") == 0 and store.all_blocks() == []
