@@ -89,7 +89,7 @@ PRESENCE_BATCH_MAX = 128
 WRITER_IDLE = 2.0
 # How often the accounts file is looked at for changes.
 CREDENTIALS_POLL = 1.0
-# The longest a TLS handshake may take (capped by --login-timeout).
+# The longest a TLS handshake may take (less if the login deadline comes first).
 TLS_HANDSHAKE_TIMEOUT = 10.0
 
 _BYE_TEXTS = {
@@ -140,16 +140,17 @@ def _field(frame, name):
 class Session:
     """One connection: its socket, reader, outbox and (once logged in) user."""
 
-    __slots__ = ("server", "sock", "address", "network", "reader", "outbox", "user", "login_id",
-                 "state",
+    __slots__ = ("server", "sock", "address", "network", "login_deadline", "reader", "outbox",
+                 "user", "login_id", "state",
                  "pending", "pending_bytes", "spill", "end_reason", "closed", "p2p",
                  "online_since", "bucket")
 
-    def __init__(self, server, sock, address, network):
+    def __init__(self, server, sock, address, network, login_deadline):
         self.server = server
         self.sock = sock
         self.address = address
         self.network = network    # what limits count it in (addresses.network_key)
+        self.login_deadline = login_deadline    # monotonic(): from accept, TLS included
         self.reader = FrameReader(sock, server.config.max_frame)
         self.outbox = Outbox(sock, server.config.mailbox_limit, server.config.mailbox_limit_bytes)
         # Every frame counts, from the first: login probes as well as commands.
@@ -322,6 +323,7 @@ class ChatServer:
     # Connections ------------------------------------------------------------
 
     def _handle(self, sock, address):
+        login_deadline = monotonic() + self.config.login_timeout
         host = canonical(address[0])
         # A crowd from one site takes neighbouring addresses: counted per network.
         network = network_key(host, self.config.ipv4_prefix, self.config.ipv6_prefix)
@@ -339,10 +341,10 @@ class ChatServer:
         self.per_address[network] = held + 1
         try:
             if self.tls is not None:
-                sock = self._tls_handshake(sock, host)
+                sock = self._tls_handshake(sock, host, login_deadline)
                 if sock is None:
                     return
-            session = Session(self, sock, address, network)
+            session = Session(self, sock, address, network, login_deadline)
             self.sessions.add(session)
             try:
                 self._serve(session)
@@ -355,12 +357,12 @@ class ChatServer:
             else:
                 del self.per_address[network]
 
-    def _tls_handshake(self, sock, host):
+    def _tls_handshake(self, sock, host, login_deadline):
         """The TLS socket over `sock`, or None (and `sock` closed) on failure."""
         self._handshaking += 1
         try:
             return tls.accept(sock, self.tls,
-                              min(TLS_HANDSHAKE_TIMEOUT, self.config.login_timeout),
+                              max(0.0, min(TLS_HANDSHAKE_TIMEOUT, login_deadline - monotonic())),
                               encode({"type": "error", "text": texts.TLS_REQUIRED}))
         except TLSError as exc:
             log.info("TLS connection from %s refused: %s", host, exc)
@@ -408,7 +410,7 @@ class ChatServer:
         return frame
 
     def _hello(self, session):
-        frame = self._read(session, self.config.login_timeout)
+        frame = self._read(session, session.login_deadline - monotonic())
         if frame is None:
             session.send({"type": "error", "text": texts.LOGIN_TIMEOUT})
             raise ConnectionLost("no hello")
@@ -422,10 +424,9 @@ class ChatServer:
 
     def _login(self, session):
         """Run the username/password exchange; True once the user is online."""
-        deadline = monotonic() + self.config.login_timeout
         name = None
         while True:
-            frame = self._read(session, deadline - monotonic())
+            frame = self._read(session, session.login_deadline - monotonic())
             if frame is None:
                 session.send({"type": "error", "text": texts.LOGIN_TIMEOUT})
                 return False

@@ -510,3 +510,55 @@ def test_whoelsesince_takes_at_most_ten_digits_and_nothing_else(make_server, arg
     assert reply["ok"] is False and reply["lines"] == [texts.INVALID_COMMAND]
     assert alice.command("whoelsesince 9999999999")[1]["lines"] == [texts.NO_OTHER_USERS]
     assert alice.command("whoelsesince 0000000000")[1]["ok"]
+
+
+# Item 18: one login deadline, from accept ----------------------------------------
+
+def closed_after(address, steps, use_tls=False):
+    """Connect, send each (delay, frame) in turn, read until the server closes;
+    (seconds from connect to close, frames received)."""
+    from gevent import socket
+    from greenchat.codec import Decoder, encode
+    sock = socket.create_connection(address)
+    started = time.monotonic()
+    if use_tls:
+        gevent.sleep(steps[0][0])       # a slow handshake
+        steps = steps[1:]
+        sock = tls.connect(sock, tls.client_context(insecure=True), 30)
+    decoder, frames = Decoder(), []
+
+    def read():
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                frames.extend(decoder.feed(data))
+        except OSError:
+            return
+
+    reader = gevent.spawn(read)
+    for delay, frame in steps:
+        gevent.sleep(delay)
+        try:
+            sock.sendall(encode(frame))
+        except OSError:
+            break
+    reader.join(30)
+    took = time.monotonic() - started
+    sock.close()
+    return took, frames
+
+
+@pytest.mark.parametrize("use_tls", [False, True], ids=["plain", "tls"])
+def test_the_login_deadline_counts_from_accept(make_server, tls_pair, use_tls):
+    options = dict(tls_cert=tls_pair[0], tls_key=tls_pair[1]) if use_tls else {}
+    server = make_server(["alice"], login_timeout=2, **options)
+    # 1.2 s to the hello (TLS: to the handshake), then a username 0.5 s later.
+    steps = [(1.2, {"type": "hello", "version": 1}),
+             (0.5, {"type": "username", "username": "alice"})]
+    if use_tls:
+        steps = [(1.2, None), (0, steps[0][1]), steps[1]]
+    took, frames = closed_after(server.address, steps, use_tls)
+    assert frames[-1] == {"type": "error", "text": texts.LOGIN_TIMEOUT}
+    assert 1.9 < took < 2.5, f"closed {took:.2f} s after connect, with a 2 s deadline"
