@@ -17,12 +17,10 @@ Strategy
 No sockets here; the server decides what a refusal means for a connection.
 """
 
-from contextlib import contextmanager
-
-from gevent.lock import Semaphore
 from gevent.threadpool import ThreadPool
 
 from greenchat.errors import Overloaded
+from greenchat.turns import Turns
 
 # One thread a core: scrypt is CPU work.
 HASHING_THREADS = 2
@@ -37,24 +35,13 @@ class PasswordChecks:
         self.queue = queue
         self.per_network = per_network
         self._pool = ThreadPool(threads)
-        self._turns = {}          # account -> [Semaphore, greenlets holding or waiting]
+        self._turns = Turns()
         self._queued = 0          # checks waiting for or using a thread
         self._by_network = {}     # network -> its share of _queued
 
-    @contextmanager
     def turn(self, name):
         """Hold `name`'s turn: one check of that account at a time, in arrival order."""
-        entry = self._turns.get(name)
-        if entry is None:
-            entry = self._turns[name] = [Semaphore(), 0]
-        entry[1] += 1
-        try:
-            with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if not entry[1]:
-                del self._turns[name]
+        return self._turns.turn(name)
 
     def verify(self, credentials, name, password, network):
         """True if `password` is `name`'s. Raises Overloaded if a hash is

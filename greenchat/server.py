@@ -53,12 +53,32 @@ from greenchat.blocks import Blocks
 from greenchat.codec import encode
 from greenchat.commands import SERVER, handlers_missing, parse_line
 from greenchat.credentials import Credentials
-from greenchat.errors import (CommandError, ConfigError, ConnectionLost, CredentialsError,
-                              Flooding, FrameTooLarge, GreenchatError, InvalidCommand,
-                              MalformedFrame, Overloaded, ProtocolError, TLSError)
+from greenchat.errors import (
+    CommandError,
+    ConfigError,
+    ConnectionLost,
+    CredentialsError,
+    Flooding,
+    FrameTooLarge,
+    GreenchatError,
+    InvalidCommand,
+    MalformedFrame,
+    Overloaded,
+    ProtocolError,
+    StoreError,
+    TLSError,
+)
 from greenchat.limits import TokenBucket
-from greenchat.transport import (SHUT_RD, FrameReader, Outbox, close, configure, refuse,
-                                 shutdown)
+from greenchat.transport import (
+    SHUT_RD,
+    FrameReader,
+    Outbox,
+    close,
+    configure,
+    refuse,
+    shutdown,
+)
+from greenchat.turns import Turns
 
 log = logging.getLogger("greenchat.server")
 
@@ -87,6 +107,8 @@ PRESENCE_BATCH_MAX = 128
 # A connection's writer greenlet that wrote nothing for one to two of these
 # ends, and the next frame starts another: an idle one costs ~4 KB.
 WRITER_IDLE = 2.0
+# How often mail the store refused is offered to it again.
+HELD_RETRY = 2.0
 # How often the accounts file is looked at for changes.
 CREDENTIALS_POLL = 1.0
 # The longest a TLS handshake may take (less if the login deadline comes first).
@@ -242,6 +264,10 @@ class ChatServer:
         self._presence_seq = 0                 # numbers presence events in order
         self._sweeper = None
         self._watcher = None
+        self.joining = set()                   # users whose login the store is recording
+        self.mail_turns = Turns()              # per user: one writer of their stored mail
+        self.held = {}                         # user -> accepted mail the store refused
+        self._retrier = None
         self._reloading = Semaphore()
         self._credentials_seen = None          # the accounts file's _signature when loaded
         self._presence_timer = None
@@ -312,9 +338,13 @@ class ChatServer:
             timer.kill()
         if self._presence_timer is not None:
             self._presence_timer.kill()
-        for greenlet in (self._sweeper, self._watcher):
+        for greenlet in (self._sweeper, self._watcher, self._retrier):
             if greenlet is not None:
                 greenlet.kill()
+        for name in list(self.held):
+            if not self._store_for(name, []):
+                log.error("%s: %d undelivered message(s) could not be stored and are lost",
+                          name, len(self.held[name]))
         self.passwords.close()
         self.store.close()
         self._stopped.set()
@@ -497,10 +527,25 @@ class ChatServer:
             # Deleted while its password was being checked.
             session.send({"type": "login", "status": "failed", "text": texts.INVALID_USERNAME})
             return False
-        if existing is not None or self.stopping:
+        if existing is not None or name in self.joining or self.stopping:
             log.info("login refused: %s is already logged in", name)
             session.send({"type": "login", "status": "failed", "text": texts.ALREADY_LOGGED_IN})
             return False
+        # The store first, the welcome after: a login the store cannot record
+        # is refused, never announced and then dropped. Meanwhile the user is
+        # still offline (mail to them is stored, and read below).
+        self.joining.add(name)
+        try:
+            with self.mail_turns.turn(name):
+                if name in self.held and not self._store_for(name, []):
+                    raise StoreError("messages held for the user could not be stored")
+                session.login_id = self.store.record_login(name, self.clock())
+        except GreenchatError as exc:
+            log.error("login of %s refused: %s", name, exc)
+            session.send({"type": "login", "status": "failed", "text": texts.LOGIN_UNAVAILABLE})
+            return False
+        finally:
+            self.joining.discard(name)
         session.user = name
         session.state = LOADING
         self.online[name] = session
@@ -509,7 +554,6 @@ class ChatServer:
         log.info("login: %s from %s:%s", name, *session.address[:2])
         # Until the offline messages are out, deliveries wait in
         # session.pending; if the session ends first, _end stores them.
-        session.login_id = self.store.record_login(name, self.clock())
         if not self._send_backlog(session):
             return True
         # Then whatever arrived meanwhile, at the pace the client reads it.
@@ -524,11 +568,22 @@ class ChatServer:
 
         A page leaves the store only once it has been written (removed
         with the next page's read), so a crash shows at most one page again.
+        If the store cannot remove pages (a full disk), they are read all the
+        same, removed later with a page that can be, or shown again at the
+        next login: at least once, and never a welcome followed by a drop.
         """
         name, outbox = session.user, session.outbox
-        after = done = None
+        after, done = 0, None
         while True:
-            rows = self.store.offline_page(name, after or 0, done)
+            try:
+                rows = self.store.offline_page(name, after, done)
+                done = None
+            except StoreError as exc:
+                if done is None:
+                    raise
+                log.error("%s: could not remove delivered messages (they may be shown "
+                          "again): %s", name, exc)
+                rows = self.store.offline_page(name, after)
             if not rows:
                 return True
             self._feed(session, [(encode({"type": "message", "from": sender, "text": text,
@@ -538,7 +593,7 @@ class ChatServer:
                     not outbox.wait_written(outbox.queued, FLUSH_TIMEOUT):
                 session.cut_off("not reading its offline messages")
                 return False
-            after = done = rows[-1][0]
+            after = done = rows[-1][0]      # removes every page before it too
 
     def _feed(self, session, items):
         """Queue (frame, record) items without overrunning the mailbox.
@@ -603,6 +658,11 @@ class ChatServer:
         except CommandError as exc:
             session.send({"type": "reply", "id": request_id, "ok": False, "lines": [exc.text]})
             return
+        except StoreError as exc:
+            log.error("%s: %s: %s", session.user, line.split(" ", 1)[0], exc)
+            session.send({"type": "reply", "id": request_id, "ok": False,
+                          "lines": [texts.STORE_FAILED]})
+            return
         if session.end_reason is None:
             reply = {"type": "reply", "id": request_id, "ok": True, "lines": lines or []}
             if isinstance(lines, _Reply):
@@ -624,40 +684,69 @@ class ChatServer:
             session.send({"type": "bye", "reason": reason, "text": _BYE_TEXTS[reason]})
         unsent = session.outbox.close(FLUSH_TIMEOUT)
         close(session.sock)
-        # From here to the store call nothing yields: the user goes offline and
-        # the undelivered messages are handed to the store in one step. The
-        # store runs calls in order, so a message sent to the now-offline user,
-        # and a new login's fetch, both come after these.
-        records = unsent + [r for _, r in session.pending if r is not None] + session.spill
-        session.pending, session.spill = [], []
-        if self.online.get(name) is session:
-            del self.online[name]
-        now = self.clock()
-        if reason == "removed":
-            # Nothing of a deleted account is kept, and a new one may take its name.
+        # The user goes offline and the undelivered messages go to the store
+        # inside the user's mail turn: a message sent to the now-offline user,
+        # and a new login's fetch, wait for the turn, so both come after these.
+        with self.mail_turns.turn(name):
+            records = unsent + [r for _, r in session.pending if r is not None] + session.spill
+            session.pending, session.spill = [], []
+            if self.online.get(name) is session:
+                del self.online[name]
+            now = self.clock()
+            if reason == "removed":
+                # Nothing of a deleted account is kept, and a new one may take its name.
+                if records:
+                    log.info("%s: dropping %d undelivered message(s) of a deleted account",
+                             name, len(records))
+                records = []
+            else:
+                self.last_logout.pop(name, None)
+                self.last_logout[name] = now
+            log.info("logout: %s (%s)", name, reason or "connection closed")
+            if not self.stopping:
+                self._announce(name, False)
+            session.closed.set()
             if records:
-                log.info("%s: dropping %d undelivered message(s) of a deleted account",
-                         name, len(records))
-            records = []
-        else:
-            self.last_logout.pop(name, None)
-            self.last_logout[name] = now
-        log.info("logout: %s (%s)", name, reason or "connection closed")
-        if not self.stopping:
-            self._announce(name, False)
-        session.closed.set()
-        if records:
-            log.info("%s: storing %d undelivered message(s) as offline", name, len(records))
-            try:
-                self.store.save_offline(records)
-            except GreenchatError as exc:
-                log.error("%s: could not store %d undelivered message(s): %s",
-                          name, len(records), exc)
+                log.info("%s: storing %d undelivered message(s) as offline", name, len(records))
+                self._store_for(name, records)
         if session.login_id is not None:
             try:
                 self.store.record_logout(session.login_id, now)
             except GreenchatError as exc:
                 log.error("%s: could not record the logout: %s", name, exc)
+
+    # Mail the store could not take --------------------------------------------
+
+    def _store_for(self, name, records):
+        """Store `records` (accepted, undelivered) for `name`, after whatever
+        is held for it. If the store fails, hold them all in memory, in
+        order, and retry later: a full disk must not lose accepted mail.
+        Call inside `name`'s mail turn. True if nothing is held now."""
+        batch = self.held.pop(name, []) + records
+        if not batch:
+            return True
+        try:
+            self.store.save_offline(batch)
+            return True
+        except GreenchatError as exc:
+            if records:
+                log.error("%s: could not store %d undelivered message(s), holding %d in "
+                          "memory: %s", name, len(records), len(batch), exc)
+            self.held[name] = batch
+            if self._retrier is None:
+                self._retrier = gevent.spawn(self._retry_held)
+            return False
+
+    def _retry_held(self):
+        try:
+            while self.held:
+                gevent.sleep(HELD_RETRY)
+                for name in list(self.held):
+                    with self.mail_turns.turn(name):
+                        if self._store_for(name, []):
+                            log.info("%s: the messages held in memory are stored", name)
+        finally:
+            self._retrier = None
 
     def _announce(self, name, online):
         """Tell every other online user, soon, that `name` came or went.
@@ -792,7 +881,11 @@ class ChatServer:
         until = self.clock() + duration
         self._start_lock_timer(name, until, duration)
         log.warning("account locked: %s for %gs", name, duration)
-        self.store.set_lock(name, until)
+        try:
+            self.store.set_lock(name, until)
+        except GreenchatError as exc:
+            # Locked all the same, until the timer ends it or the server stops.
+            log.error("could not store the lock of %s: %s", name, exc)
 
     def _start_lock_timer(self, name, until, delay):
         timer = gevent.spawn_later(max(delay, 0), self._unlock, name, until)
@@ -826,14 +919,27 @@ class ChatServer:
         if self.blocks.blocks(user, sender):
             raise CommandError(texts.RECIPIENT_BLOCKED_YOU)
         record = (user, sender, text, self.clock())
+        frame = encode({"type": "message", "from": sender, "text": text})
         target = self.online.get(user)
-        if target is None:
-            config = self.config
-            if not self.store.store_message(record, config.offline_limit,
-                                            config.offline_limit_bytes):
-                raise CommandError(texts.mailbox_full(user))
-        else:
-            target.deliver(encode({"type": "message", "from": sender, "text": text}), record)
+        if target is not None:
+            target.deliver(frame, record)
+            return
+        with self.mail_turns.turn(user):
+            target = self.online.get(user)      # logged in while we waited our turn
+            if target is not None:
+                target.deliver(frame, record)
+                return
+            # Behind whatever is held for the user, or not at all.
+            if user in self.held and not self._store_for(user, []):
+                raise CommandError(texts.STORE_FAILED_MESSAGE)
+            try:
+                stored = self.store.store_message(record, self.config.offline_limit,
+                                                  self.config.offline_limit_bytes)
+            except StoreError as exc:
+                log.error("%s: a message for %s could not be stored: %s", sender, user, exc)
+                raise CommandError(texts.STORE_FAILED_MESSAGE) from None
+        if not stored:
+            raise CommandError(texts.mailbox_full(user))
 
     def cmd_broadcast(self, session, text):
         """broadcast TEXT"""

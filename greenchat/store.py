@@ -14,6 +14,9 @@ and one dispatcher greenlet feeds the thread from that queue.
 
 The database is in WAL mode with synchronous=FULL: when a method returns, its
 transaction is on disk, so an acknowledged offline message survives kill -9.
+Every transaction first checks that the file opened is still the one at its
+path: SQLite would go on writing into a deleted file, which the next start
+would never see. Any failure reaches the caller as StoreError.
 
 Group commit: the calls waiting when the thread comes free run together in
 one transaction, each inside its own savepoint (a call that fails is rolled
@@ -24,6 +27,7 @@ the store thousands of logins behind, each holding its session half-open.
 Nothing else in greenchat imports sqlite3.
 """
 
+import logging
 import os
 import sqlite3
 import time
@@ -34,6 +38,8 @@ from gevent.queue import Queue
 from gevent.threadpool import ThreadPool
 
 from greenchat.errors import StoreError
+
+log = logging.getLogger("greenchat.store")
 
 # A store call that takes longer than this has failed (a wedged disk).
 CALL_TIMEOUT = 60.0
@@ -99,6 +105,15 @@ END;
 SCHEMA_VERSION = 1
 
 
+def _outcome(func, *args):
+    """(True, func(*args)) or (False, the exception): in the store thread,
+    where gevent would report a raised exception as a crash."""
+    try:
+        return True, func(*args)
+    except Exception as exc:
+        return False, exc
+
+
 class Store:
     """All of greenchat's SQLite access. Create with Store.open(path)."""
 
@@ -106,6 +121,8 @@ class Store:
         self.path = path
         self._pool = ThreadPool(1)
         self._db = None
+        self._identity = None     # (device, inode) of the file opened
+        self._lost = False        # that file is gone: said once, then refused
         self._jobs = Queue()
         self._dispatcher = gevent.spawn(self._dispatch)
 
@@ -125,6 +142,8 @@ class Store:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        st = os.stat(self.path)
+        self._identity = st.st_dev, st.st_ino
         db.executescript(SCHEMA)
         if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             with db:
@@ -159,18 +178,18 @@ class Store:
             if func is None:
                 return
             if not grouped:
-                try:
-                    result.set(self._pool.apply(func, args))
-                except Exception as exc:  # handed to the caller, raised there
-                    result.set_exception(exc)
+                ok, value = self._pool.apply(_outcome, (func, *args))
+                if ok:
+                    result.set(value)
+                else:
+                    result.set_exception(value)     # raised in the caller
                 continue
             group = [job]
             while len(group) < GROUP_MAX and not jobs.empty() and jobs.peek_nowait()[3]:
                 group.append(jobs.get_nowait())
-            try:
-                outcomes = self._pool.apply(self._run_group, (group,))
-            except Exception as exc:  # the transaction itself failed: every call did
-                outcomes = [(False, exc)] * len(group)
+            ok, outcomes = self._pool.apply(_outcome, (self._run_group, group))
+            if not ok:          # the transaction itself failed: every call did
+                outcomes = [(False, outcomes)] * len(group)
             for (_, _, result, _), (ok, value) in zip(group, outcomes):
                 if ok:
                     result.set(value)
@@ -185,6 +204,7 @@ class Store:
         db = self._db
         if db is None:
             raise StoreError("store is closed")
+        self._check_file()
         outcomes = []
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -205,6 +225,21 @@ class Store:
                 db.execute("ROLLBACK")
             raise
         return outcomes
+
+    def _check_file(self):
+        """Refuse to write once the database file is gone or replaced: SQLite
+        would go on writing into an unlinked file, lost at the next start."""
+        try:
+            st = os.stat(self.path)
+            same = (st.st_dev, st.st_ino) == self._identity
+        except OSError:
+            same = False
+        if not same:
+            if not self._lost:
+                self._lost = True
+                log.error("database file %s was deleted or replaced while the server runs; "
+                          "nothing more is written to it (restart the server)", self.path)
+            raise StoreError(f"database file {self.path} was deleted or replaced")
 
     def _transaction(self, func, *args):
         """Run func(db, *args) in the store thread, committed on return."""

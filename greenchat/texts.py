@@ -14,6 +14,7 @@ ACCOUNT_NOW_BLOCKED = "Invalid Password. Your account has been blocked. Please t
 ACCOUNT_BLOCKED = "Your account is blocked due to multiple login failures. Please try again later"
 ALREADY_LOGGED_IN = "This account is already logged in"
 WELCOME = "Welcome to the greatest messaging application ever!"
+LOGIN_UNAVAILABLE = "Error. The server cannot log you in right now; try again later"
 
 # Commands
 INVALID_COMMAND = "Error. Invalid command"
@@ -24,6 +25,8 @@ BROADCAST_PARTIAL = "Your message could not be delivered to some recipients"
 NO_OTHER_USERS_ONLINE = "No other users online"
 NO_OTHER_USERS = "No other users"
 CANNOT_BLOCK_SELF = "Error. Cannot block self"
+STORE_FAILED_MESSAGE = "Error. The server could not store your message; try again"
+STORE_FAILED = "Error. The server could not save that; try again"
 CANNOT_UNBLOCK_SELF = "Error. Cannot unblock self"
 
 

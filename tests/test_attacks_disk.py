@@ -1,0 +1,118 @@
+"""Issue 11, item 16: a store that fails (a full disk, a deleted database)
+is told to the user it concerns, never after a success was announced, and
+loses nothing that was accepted.
+
+A full disk is a server process whose file-size limit (RLIMIT_FSIZE) the
+test sets low at start and raises again later (prlimit on its pid)."""
+
+import os
+import resource
+import time
+
+import gevent
+from gevent import socket
+
+from greenchat import texts
+from greenchat.codec import encode
+from support import Agent, ServerProcess
+
+STORE_FAILED_MESSAGE = "Error. The server could not store your message; try again"
+LOGIN_UNAVAILABLE = "Error. The server cannot log you in right now; try again later"
+
+
+def limit_file_size(size):
+    def preexec():
+        # The soft limit only: raising it again later needs no privilege.
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+    return preexec
+
+
+def silent_login(address, name):
+    """Log `name` in on a socket that will not read: its mail piles up."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(address)
+    for frame in ({"type": "hello", "version": 1}, {"type": "username", "username": name},
+                  {"type": "password", "password": "pw"}):
+        sock.sendall(encode(frame))
+    return sock
+
+
+def test_a_full_disk_refuses_what_it_cannot_keep_and_loses_nothing(tmp_path):
+    (tmp_path / "credentials.txt").write_text("alice pw\nbob pw\ncarol pw\ndave pw\n")
+    # Enough for the database to start, and for the log.
+    server = ServerProcess(str(tmp_path), "--mailbox-limit-bytes", str(1 << 26),
+                           preexec_fn=limit_file_size(1 << 20))
+    try:
+        alice, bob = Agent("alice", server.address), Agent("bob", server.address)
+        assert alice.login()["status"] == "ok" and bob.login()["status"] == "ok"
+        carol = silent_login(server.address, "carol")
+        bob.wait_for(lambda f: f.get("user") == "carol" and f.get("online"))
+        # Mail for carol, online but not reading: accepted, waiting in the server.
+        pad = "c" * 3000              # 6 MB: more than the socket buffers take
+        for i in range(2000):
+            assert alice.command(f"message carol {i} {pad}")[1]["ok"]
+        # Mail for dave, offline, until the disk is full.
+        stored, refused = 0, None
+        for i in range(2000):
+            reply = alice.command(f"message dave {i} " + "d" * 2000)[1]
+            if not reply["ok"]:
+                refused = reply["lines"]
+                break
+            stored += 1
+        assert refused == [STORE_FAILED_MESSAGE], refused
+        assert stored > 10
+        # carol goes: her mail cannot be stored now, and must not be lost.
+        carol.close()
+        alice.wait_for(lambda f: f == {"type": "presence", "user": "carol", "online": False},
+                       timeout=15)
+        # A login now is refused before any welcome, and says why; or, if
+        # its few bytes still fit, it works (never a welcome, then a drop).
+        dave = Agent("dave", server.address)
+        frame = dave.login()
+        if frame["status"] == "ok":
+            assert dave.command("whoelse")[1]["ok"]
+            dave.logout()
+        else:
+            assert (frame["status"], frame["text"]) == ("failed", LOGIN_UNAVAILABLE)
+        assert "undelivered message(s), holding" in server.log()
+        # Room on the disk again.
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        deadline = time.monotonic() + 20
+        while True:
+            carol = Agent("carol", server.address)
+            frame = carol.login()
+            if frame["status"] == "ok" or time.monotonic() > deadline:
+                break
+            gevent.sleep(0.5)
+        assert frame["status"] == "ok", frame
+        # What carol's silent socket never read comes now, in order, to the last.
+        carol.command("whoelse")
+        numbers = [int(t.split()[0]) for t in carol.texts()]
+        assert numbers and numbers == list(range(numbers[0], 2000))
+        dave = Agent("dave", server.address)
+        assert dave.login()["status"] == "ok"
+        dave.command("whoelse")
+        assert [int(t.split()[0]) for t in dave.texts()] == list(range(stored))
+    finally:
+        server.kill()
+
+
+def test_a_deleted_database_is_noticed_and_written_no_more(make_server, tmp_path, caplog):
+    server = make_server(["alice", "bob"])
+    alice = Agent("alice", server.address)
+    assert alice.login()["status"] == "ok"
+    assert alice.command("message bob before")[1]["ok"]
+    for suffix in ("", "-wal", "-shm"):
+        path = str(tmp_path / "data" / "greenchat.sqlite3") + suffix
+        if os.path.exists(path):
+            os.unlink(path)
+    reply = alice.command("message bob after")[1]
+    assert reply["ok"] is False and reply["lines"] == [STORE_FAILED_MESSAGE]
+    assert any(r.levelname == "ERROR" and "deleted" in r.getMessage() for r in caplog.records)
+    # A login the store cannot record is refused before the welcome.
+    frame = Agent("bob", server.address).login()
+    assert (frame["status"], frame["text"]) == ("failed", LOGIN_UNAVAILABLE)
+    assert alice.command("block bob")[1]["lines"] == [texts.STORE_FAILED]
+    assert not os.path.exists(tmp_path / "data" / "greenchat.sqlite3")
