@@ -215,3 +215,41 @@ def test_a_name_with_a_new_account_id_is_forgotten_whole(store):
     assert store.sync_accounts({"leia": "c3"}) == set()
     assert store.sync_accounts({}, forget=["luke"]) == {"luke"}
     assert store.count_offline("luke") == 0 and store.all_blocks() == []
+
+
+HOSTILE = ["lone \ud800 surrogate", "\udfff", "nul \x00 inside", "' OR 1=1; DROP TABLE offline; --",
+           "é😀\u202e\x1b[2J", "x" * 100_000, ""]
+
+
+def store_calls(text):
+    """Every store call that takes text, with `text` in each text argument."""
+    return [
+        ("save_offline", lambda s: s.save_offline([(text, text, text, 1.0)])),
+        ("store_message", lambda s: s.store_message((text, text, text, 1.0), 10, 1 << 30)),
+        ("mailbox_size", lambda s: s.mailbox_size(text)),
+        ("offline_page", lambda s: s.offline_page(text)),
+        ("count_offline", lambda s: s.count_offline(text)),
+        ("add_block", lambda s: s.add_block(text, text)),
+        ("remove_block", lambda s: s.remove_block(text, text)),
+        ("record_login", lambda s: s.record_login(text, 1.0)),
+        ("sync_accounts", lambda s: s.sync_accounts({text: text}, forget=[text])),
+        ("set_lock", lambda s: s.set_lock(text, 1.0)),
+        ("clear_lock", lambda s: s.clear_lock(text)),
+    ]
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))
+def test_every_store_call_takes_hostile_text_or_raises_store_error(store, text):
+    for name, call in store_calls(text):
+        try:
+            call(store)
+        except StoreError:
+            # Only text no UTF-8 can hold may be refused.
+            assert any(0xD800 <= ord(c) <= 0xDFFF for c in text), name
+    # The store is whole and working after every one of them.
+    store.save_offline([("bob", "alice", "still fine", 2.0)])
+    assert page_texts(store.offline_page("bob")) == ["still fine"]
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        # What it takes comes back as it went in.
+        store.save_offline([(text, text, text, 3.0)])
+        assert [row[1:] for row in store.offline_page(text)] == [(text, text, 3.0)]
