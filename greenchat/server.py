@@ -446,7 +446,8 @@ class ChatServer:
             raise ConnectionLost("no hello")
         if frame["type"] != "hello":
             raise ProtocolError(f"expected hello, got {frame['type']!r}")
-        if frame.get("version") != PROTOCOL_VERSION:
+        version = frame.get("version")
+        if type(version) is not int or version != PROTOCOL_VERSION:     # not True, not 1.0
             session.send({"type": "error", "text": texts.UNSUPPORTED_VERSION})
             raise ConnectionLost(f"unsupported protocol version {frame.get('version')!r}")
         session.send({"type": "hello", "version": PROTOCOL_VERSION,

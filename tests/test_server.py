@@ -119,8 +119,9 @@ def test_silent_connection_is_dropped_at_the_login_deadline(make_server):
     assert time.monotonic() - start < 3
 
 
-def test_wrong_protocol_version_is_refused(server):
-    frames = exchange_until_closed(server.address, [{"type": "hello", "version": 99}])
+@pytest.mark.parametrize("version", [99, True, 1.0, "1", None, [1]])
+def test_wrong_protocol_version_is_refused(server, version):
+    frames = exchange_until_closed(server.address, [{"type": "hello", "version": version}])
     assert frames == [{"type": "error", "text": texts.UNSUPPORTED_VERSION}]
 
 
