@@ -82,6 +82,8 @@ def _check_head(partial):
 class Decoder:
     """Incremental decoder: feed() bytes, get the complete frames back."""
 
+    __slots__ = ("max_frame", "_buffer", "_blank", "_rest_blank")
+
     def __init__(self, max_frame=DEFAULT_MAX_FRAME):
         self.max_frame = max_frame
         self._buffer = bytearray()

@@ -540,7 +540,7 @@ class ChatServer:
             with self.mail_turns.turn(name):
                 if name in self.held and not self._store_for(name, []):
                     raise StoreError("messages held for the user could not be stored")
-                session.login_id = self.store.record_login(name, self.clock())
+                session.login_id, backlog = self.store.open_session(name, self.clock())
         except GreenchatError as exc:
             log.error("login of %s refused: %s", name, exc)
             session.send({"type": "login", "status": "failed", "text": texts.LOGIN_UNAVAILABLE})
@@ -555,7 +555,7 @@ class ChatServer:
         log.info("login: %s from %s:%s", name, *session.address[:2])
         # Until the offline messages are out, deliveries wait in
         # session.pending; if the session ends first, _end stores them.
-        if not self._send_backlog(session):
+        if not self._send_backlog(session, backlog):
             return True
         # Then whatever arrived meanwhile, at the pace the client reads it.
         while session.pending:
@@ -564,7 +564,7 @@ class ChatServer:
         session.state = ONLINE
         return True
 
-    def _send_backlog(self, session):
+    def _send_backlog(self, session, rows):
         """Send the stored messages a page at a time; False if the session ends.
 
         A page leaves the store only once it has been written (removed
@@ -574,27 +574,22 @@ class ChatServer:
         next login: at least once, and never a welcome followed by a drop.
         """
         name, outbox = session.user, session.outbox
-        after, done = 0, None
-        while True:
-            try:
-                rows = self.store.offline_page(name, after, done)
-                done = None
-            except StoreError as exc:
-                if done is None:
-                    raise
-                log.error("%s: could not remove delivered messages (they may be shown "
-                          "again): %s", name, exc)
-                rows = self.store.offline_page(name, after)
-            if not rows:
-                return True
+        while rows:
             self._feed(session, [(encode({"type": "message", "from": sender, "text": text,
                                           "sent_at": sent_at, "offline": True}), None)
                                  for _, sender, text, sent_at in rows])
             if session.end_reason is not None or \
-                    not outbox.wait_written(outbox.queued, FLUSH_TIMEOUT):
+                    not outbox.wait_below(0, FLUSH_TIMEOUT):
                 session.cut_off("not reading its offline messages")
                 return False
-            after = done = rows[-1][0]      # removes every page before it too
+            after = rows[-1][0]             # removes every page before it too
+            try:
+                rows = self.store.offline_page(name, after, after)
+            except StoreError as exc:
+                log.error("%s: could not remove delivered messages (they may be shown "
+                          "again): %s", name, exc)
+                rows = self.store.offline_page(name, after)
+        return True
 
     def _feed(self, session, items):
         """Queue (frame, record) items without overrunning the mailbox.
@@ -609,7 +604,7 @@ class ChatServer:
         for index, (frame, record) in enumerate(items):
             while not outbox.put(frame, record):
                 if session.end_reason is not None or \
-                        not outbox.wait_written(outbox.queued - low, FLUSH_TIMEOUT):
+                        not outbox.wait_below(low, FLUSH_TIMEOUT):
                     session.pending[:0] = items[index:]
                     session.cut_off("not reading its messages")
                     return False
@@ -617,6 +612,8 @@ class ChatServer:
 
     def _command_loop(self, session):
         timeout = self.config.timeout
+        # Idle from the moment the welcome (and any backlog) went out.
+        session.outbox.wait_below(0, FLUSH_TIMEOUT)
         deadline = monotonic() + timeout
         while session.end_reason is None:
             left = deadline - monotonic()

@@ -299,21 +299,23 @@ class Store:
         the same transaction, first removes those with id <= `done_upto`
         (the page the caller has finished with).
         """
-        def page(db):
-            if done_upto is not None:
-                db.execute("DELETE FROM offline WHERE recipient = ? AND id <= ?",
-                           (recipient, done_upto))
-            found, total = [], 0
-            for row in db.execute(
-                    "SELECT id, sender, body, sent_at FROM offline "
-                    "WHERE recipient = ? AND id > ? ORDER BY id LIMIT ?",
-                    (recipient, after, rows)):
-                total += len(row[2])
-                if found and total > size:
-                    break
-                found.append(row)
-            return found
-        return self._transaction(page)
+        return self._transaction(self._page, recipient, after, done_upto, rows, size)
+
+    @staticmethod
+    def _page(db, recipient, after, done_upto, rows, size):
+        if done_upto is not None:
+            db.execute("DELETE FROM offline WHERE recipient = ? AND id <= ?",
+                       (recipient, done_upto))
+        found, total = [], 0
+        for row in db.execute(
+                "SELECT id, sender, body, sent_at FROM offline "
+                "WHERE recipient = ? AND id > ? ORDER BY id LIMIT ?",
+                (recipient, after, rows)):
+            total += len(row[2])
+            if found and total > size:
+                break
+            found.append(row)
+        return found
 
     def count_offline(self, recipient=None):
         def count(db):
@@ -344,6 +346,15 @@ class Store:
         """Open a login record; return its id for record_logout."""
         return self._transaction(lambda db: db.execute(
             "INSERT INTO logins (user, login_at) VALUES (?, ?)", (user, at)).lastrowid)
+
+    def open_session(self, user, at):
+        """Record a login and read the first page of the user's offline
+        messages (see offline_page), in one transaction: (login id, rows)."""
+        def open_(db):
+            login_id = db.execute(
+                "INSERT INTO logins (user, login_at) VALUES (?, ?)", (user, at)).lastrowid
+            return login_id, self._page(db, user, 0, None, PAGE_ROWS, PAGE_CHARS)
+        return self._transaction(open_)
 
     def record_logout(self, login_id, at):
         self._transaction(lambda db: db.execute(

@@ -51,6 +51,8 @@ SHUT_RD = socket.SHUT_RD
 class FrameReader:
     """Reads frames from a socket through a bounded decoder."""
 
+    __slots__ = ("sock", "decoder", "_ready", "_next", "_loop", "_slice_start")
+
     def __init__(self, sock, max_frame):
         self.sock = sock
         self.decoder = Decoder(max_frame)
@@ -58,7 +60,7 @@ class FrameReader:
         self._next = 0
         # The loop's cached time changes only when the loop turns: a recv
         # that changed it waited, and the next slice starts afresh.
-        self._loop_time = gevent.get_hub().loop.now
+        self._loop = gevent.get_hub().loop
         self._slice_start = monotonic()
 
     def read_frame(self, timeout=None):
@@ -71,7 +73,8 @@ class FrameReader:
             self._fill(timeout)
             if self._next >= len(self._ready):
                 return None
-        self._take_turn()
+        if monotonic() - self._slice_start >= TIME_SLICE:
+            self._take_turn()
         frame = self._ready[self._next]
         self._next += 1
         return frame
@@ -109,26 +112,25 @@ class FrameReader:
                     raise ConnectionLost("connection closed in the middle of a frame")
                 raise ConnectionLost("connection closed")
             self._ready = self.decoder.feed(data)
-            if not self._ready:
+            if not self._ready and monotonic() - self._slice_start >= TIME_SLICE:
                 # Bytes that make no frame (blank lines, a frame's first part)
                 # must not hold the hub either: recv on a ready socket never yields.
                 self._take_turn()
 
     def _take_turn(self):
-        """Let the hub run once this reader has held it for TIME_SLICE."""
-        if monotonic() - self._slice_start >= TIME_SLICE:
-            # A timer, not sleep(0): sleep(0) resumes this greenlet before the
-            # loop polls sockets or runs timers, so other readers would starve.
-            gevent.sleep(YIELD)
-            self._slice_start = monotonic()
+        """Let the hub run: this reader has held it for TIME_SLICE."""
+        # A timer, not sleep(0): sleep(0) resumes this greenlet before the
+        # loop polls sockets or runs timers, so other readers would starve.
+        gevent.sleep(YIELD)
+        self._slice_start = monotonic()
 
     def _recv(self):
-        before = self._loop_time()
+        before = self._loop.now()
         try:
             data = self.sock.recv(RECV_SIZE)
         except OSError as exc:
             raise ConnectionLost(f"receive failed: {exc}") from None
-        if self._loop_time() != before:
+        if self._loop.now() != before:
             self._slice_start = monotonic()
         return data
 
@@ -153,17 +155,18 @@ class Outbox:
     starts a new one.
     """
 
+    __slots__ = ("sock", "limit", "limit_bytes", "nbytes", "items", "_start", "unsent",
+                 "_progress", "failed", "_ready", "_closing", "_retiring", "_wrote", "greenlet")
+
     def __init__(self, sock, limit=None, limit_bytes=None):
         self.sock = sock
         self.limit = limit if limit is not None else float("inf")
         self.limit_bytes = limit_bytes if limit_bytes is not None else float("inf")
-        self.nbytes = 0           # bytes queued and not yet written
+        self.nbytes = 0           # bytes queued and not yet written (0: all written)
         self.items = []
         self._start = 0           # items before this one are taken
         self.unsent = []          # items that never reached the socket
-        self.queued = 0           # items ever queued
-        self.written = 0          # items ever written whole
-        self._progress = None     # an Event while someone waits for writes
+        self._progress = None     # an Event while someone waits for the writer
         self.failed = False
         self._ready = Event()     # set while items wait for the writer
         self._closing = False
@@ -179,13 +182,12 @@ class Outbox:
         already, or it would take the bytes not yet written past `limit_bytes`
         (a frame alone may be larger)."""
         items = self.items
-        size = len(frame)
+        nbytes = self.nbytes + len(frame)
         if len(items) - self._start >= self.limit or \
-                (self.nbytes + size > self.limit_bytes and self.nbytes):
+                (nbytes > self.limit_bytes and self.nbytes):
             return False
         items.append(frame if record is None else (frame, record))
-        self.queued += 1
-        self.nbytes += size
+        self.nbytes = nbytes
         if len(items) == 1:
             self._wake()
         return True
@@ -197,31 +199,23 @@ class Outbox:
     def _append(self, item):
         self.items.append(item)
         if item is not _CLOSE:
-            self.queued += 1
             self.nbytes += len(item)
         if len(self.items) == 1:
             self._wake()
 
-    def wait_written(self, count, stall_timeout):
-        """Wait until `count` items have been written in all (see `queued`).
-
-        False if the writer fails, or writes nothing for `stall_timeout`
-        seconds: the peer has stopped reading.
-        """
-        while self.written < count:
+    def wait_below(self, count, stall_timeout):
+        """Wait until at most `count` frames wait for the writer; with 0,
+        until every frame is written. False if the writer fails, or writes
+        nothing for `stall_timeout` seconds: the peer has stopped reading."""
+        while (len(self.items) - self._start > count) if count else self.nbytes:
             if self.failed:
                 return False
-            before = self.written
             progress = self._progress = Event()
-            progress.wait(stall_timeout)
+            moved = progress.wait(stall_timeout)
             self._progress = None
-            if self.written == before:
+            if not moved:
                 return False
         return True
-
-    def _progressed(self):
-        if self._progress is not None:
-            self._progress.set()
 
     def _wake(self):
         if self.greenlet is None:
@@ -310,14 +304,15 @@ class Outbox:
                     # idle writers would each keep their last batch (measured:
                     # 43 MB at 2,000 connections after a presence flood).
                     data = view = None
-                    self.written += len(batch)
-                    self._progressed()
+                    if self._progress is not None:
+                        self._progress.set()
                 batch = []
                 if closing:
                     return
         except BaseException as exc:  # noqa: B902 - GreenletExit included: keep the batch
             self.failed = True
-            self._progressed()
+            if self._progress is not None:
+                self._progress.set()
             self.unsent.extend(_not_written(batch, sent))
             if not isinstance(exc, (OSError, gevent.GreenletExit)):
                 log.exception("writer failed")
