@@ -13,7 +13,7 @@ import gevent
 
 from greenchat.config import parse_client_args, parse_server_args, setup_logging
 from greenchat.errors import GreenchatError
-from greenchat.runtime import tune_server_process
+from greenchat.server.runtime import tune_server_process
 
 log = logging.getLogger("greenchat")
 
@@ -26,8 +26,8 @@ def build_server(config):
     """
     from greenchat import certs
     from greenchat.credentials import Credentials, file_warnings
-    from greenchat.server import ChatServer
-    from greenchat.store import Store
+    from greenchat.server.server import ChatServer
+    from greenchat.server.store import Store
 
     credentials = Credentials.load(config.credentials)
     warnings = file_warnings(config.credentials, credentials)
@@ -66,8 +66,8 @@ def server_main(argv=None):
 
 
 def client_main(argv=None):
-    from greenchat.client import Client
-    from greenchat.console import Console, VisibleFormatter
+    from greenchat.client.client import Client
+    from greenchat.client.console import Console, VisibleFormatter
 
     config = parse_client_args(sys.argv[1:] if argv is None else argv)
     # Log lines quote peers and the server: escaped like everything shown.

@@ -18,10 +18,10 @@ from gevent.event import AsyncResult, Event
 
 from greenchat import texts, tls
 from greenchat.cli import build_server
-from greenchat.client import Client
+from greenchat.client.client import Client
 from greenchat.codec import Decoder, encode
 from greenchat.config import ClientConfig, ServerConfig
-from greenchat.console import Console
+from greenchat.client.console import Console
 
 PASSWORD = "pw"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

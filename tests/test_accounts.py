@@ -3,7 +3,7 @@
 import gevent
 import pytest
 
-from greenchat.accounts import PasswordChecks
+from greenchat.server.accounts import PasswordChecks
 from greenchat.credentials import Credentials
 from greenchat.errors import Overloaded
 

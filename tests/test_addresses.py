@@ -3,7 +3,7 @@ the network it is counted in."""
 
 import pytest
 
-from greenchat.addresses import canonical, network_key
+from greenchat.server.addresses import canonical, network_key
 
 
 @pytest.mark.parametrize("host, expected", [

@@ -19,7 +19,8 @@ import pytest
 from gevent import socket
 from gevent.event import AsyncResult, Event
 
-from greenchat import certs, runtime, texts, tls
+from greenchat import certs, texts, tls
+from greenchat.server import runtime
 from greenchat.codec import Decoder
 from greenchat.errors import TLSError
 from support import Agent, ServerProcess

@@ -1,6 +1,6 @@
 """Unit tests of blocks.py: both indexes, and forgetting an account."""
 
-from greenchat.blocks import Blocks
+from greenchat.server.blocks import Blocks
 
 
 def test_blocks_both_ways():

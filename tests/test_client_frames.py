@@ -9,7 +9,8 @@ send: the real client, against a fake server in this process, shows a
 import pytest
 from gevent.server import StreamServer
 
-from greenchat import client, texts
+from greenchat import texts
+from greenchat.client import client
 from greenchat.codec import DEFAULT_MAX_FRAME, Decoder, encode
 from support import User
 

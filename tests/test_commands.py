@@ -54,8 +54,8 @@ def test_table_declares_where_each_command_runs():
 
 
 def test_every_handler_exists_and_shows_its_syntax():
-    from greenchat.client import Client
-    from greenchat.server import ChatServer
+    from greenchat.client.client import Client
+    from greenchat.server.server import ChatServer
     assert handlers_missing(ChatServer, SERVER) == []
     assert handlers_missing(Client, PEER) == []
     assert handlers_missing(Client, LOCAL) == []

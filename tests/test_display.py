@@ -15,10 +15,11 @@ import re
 
 import pytest
 
-from greenchat import console, texts
-from greenchat.client import Client, _Refused
+from greenchat import texts
+from greenchat.client import console
+from greenchat.client.client import Client, _Refused
 from greenchat.config import ClientConfig
-from greenchat.console import Console
+from greenchat.client.console import Console
 from greenchat.errors import ConnectionLost
 from support import Agent, Screen, User
 from test_smoke import server  # noqa: F401 - the server process fixture

@@ -4,7 +4,7 @@ import gevent
 from gevent import socket
 
 from greenchat import texts
-from greenchat.limits import TokenBucket
+from greenchat.server.limits import TokenBucket
 from support import Agent, exchange_until_closed
 
 

@@ -4,7 +4,7 @@ completion and rendering, with bytes and strings only."""
 import pyte
 import pytest
 
-from greenchat.lineedit import ENTER, EOF, SHOW, KeyDecoder, LineEditor, text_width
+from greenchat.client.lineedit import ENTER, EOF, SHOW, KeyDecoder, LineEditor, text_width
 
 
 def keys(data):

@@ -8,7 +8,8 @@ import gevent
 import pytest
 from gevent import socket
 
-from greenchat import peer, texts
+from greenchat import texts
+from greenchat.client import peer
 from greenchat.codec import encode
 from support import ServerFactory, User
 

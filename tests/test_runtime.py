@@ -12,7 +12,7 @@ import gevent
 import pytest
 from gevent import socket
 
-from greenchat import runtime
+from greenchat.server import runtime
 from greenchat.codec import encode
 from support import Agent, exchange_until_closed
 

@@ -9,7 +9,7 @@ from gevent import socket
 
 from greenchat import texts
 from greenchat.codec import encode
-from greenchat.server import PRESENCE_BATCH, PRESENCE_DELIVERIES
+from greenchat.server.server import PRESENCE_BATCH, PRESENCE_DELIVERIES
 from support import PASSWORD, Agent, exchange_until_closed
 
 USERS = ["alice", "bob", "carol", "dave"]

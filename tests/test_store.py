@@ -7,7 +7,7 @@ import gevent
 import pytest
 
 from greenchat.errors import StoreError
-from greenchat.store import Store
+from greenchat.server.store import Store
 from support import HubTicker
 
 

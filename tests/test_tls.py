@@ -10,10 +10,12 @@ import pytest
 from gevent import socket
 from gevent import ssl as gssl
 
-from greenchat import certs, peer, server as server_module, texts, tls
-from greenchat.client import Client
+from greenchat import certs, texts, tls
+from greenchat.client import peer
+from greenchat.server import server as server_module
+from greenchat.client.client import Client
 from greenchat.config import ClientConfig
-from greenchat.console import Console
+from greenchat.client.console import Console
 from greenchat.errors import ConfigError, TLSError
 from support import Agent, HubTicker, Screen, User, run_all
 

@@ -9,7 +9,7 @@ import sys
 import gevent
 from hubgap import report, ticker  # a sibling: these run as scripts
 
-from greenchat.console import Console
+from greenchat.client.console import Console
 
 
 def chatter(console):

@@ -46,10 +46,11 @@ from gevent.lock import Semaphore
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from greenchat import PROTOCOL_VERSION, __version__, runtime, texts, tls
-from greenchat.accounts import PasswordChecks
-from greenchat.addresses import canonical, network_key
-from greenchat.blocks import Blocks
+from greenchat import PROTOCOL_VERSION, __version__, texts, tls
+from greenchat.server import runtime
+from greenchat.server.accounts import PasswordChecks
+from greenchat.server.addresses import canonical, network_key
+from greenchat.server.blocks import Blocks
 from greenchat.codec import encode
 from greenchat.commands import SERVER, handlers_missing, parse_line
 from greenchat.credentials import Credentials
@@ -68,7 +69,7 @@ from greenchat.errors import (
     StoreError,
     TLSError,
 )
-from greenchat.limits import TokenBucket
+from greenchat.server.limits import TokenBucket
 from greenchat.transport import (
     SHUT_RD,
     FrameReader,
@@ -78,7 +79,7 @@ from greenchat.transport import (
     refuse,
     shutdown,
 )
-from greenchat.turns import Turns
+from greenchat.server.turns import Turns
 
 log = logging.getLogger("greenchat.server")
 

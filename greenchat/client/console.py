@@ -60,7 +60,7 @@ from collections import deque
 import gevent
 from gevent.socket import wait_read
 
-from greenchat.lineedit import ENTER, EOF, SHOW, KeyDecoder, LineEditor
+from greenchat.client.lineedit import ENTER, EOF, SHOW, KeyDecoder, LineEditor
 
 try:
     import termios

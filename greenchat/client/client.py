@@ -49,9 +49,10 @@ from contextlib import contextmanager
 import gevent
 from gevent.event import AsyncResult, Event
 
-from greenchat import PROTOCOL_VERSION, __version__, peer, texts, tls
+from greenchat import PROTOCOL_VERSION, __version__, texts, tls
+from greenchat.client import peer
 from greenchat.commands import COMMANDS, LOCAL, PEER, parse_line
-from greenchat.console import default_history_path, visible
+from greenchat.client.console import default_history_path, visible
 from greenchat.errors import GreenchatError, InvalidCommand, ProtocolError, TLSError
 from greenchat.transport import FrameConnection
 

@@ -20,7 +20,7 @@ No sockets here; the server decides what a refusal means for a connection.
 from gevent.threadpool import ThreadPool
 
 from greenchat.errors import Overloaded
-from greenchat.turns import Turns
+from greenchat.server.turns import Turns
 
 # One thread a core: scrypt is CPU work.
 HASHING_THREADS = 2
