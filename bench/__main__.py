@@ -177,7 +177,8 @@ def table(all_results):
         ("fan-out N=100: deliveries/s", "fanout100", "deliveries_per_s", ",.0f"),
         ("fan-out N=100: server CPU-s per M", "fanout100", "server_cpu_s_per_M_deliveries", ".3f"),
         ("fan-out N=1000: deliveries/s", "fanout1000", "deliveries_per_s", ",.0f"),
-        ("fan-out N=1000: server CPU-s per M", "fanout1000", "server_cpu_s_per_M_deliveries", ".3f"),
+        ("fan-out N=1000: server CPU-s per M", "fanout1000", "server_cpu_s_per_M_deliveries",
+         ".3f"),
         ("round trip: median us", "latency", "rtt_us_median", ".1f"),
         ("round trip: p99 us", "latency", "rtt_us_p99", ".1f"),
         ("idle clients held", "conns", "ready", ",d"),
@@ -199,7 +200,8 @@ def table(all_results):
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     gc, th = all_results.get("greenchat", {}), all_results.get("threaded", {})
     for key in ("fanout100", "fanout1000"):
-        a, b = (gc.get(key) or {}).get("deliveries_per_s"), (th.get(key) or {}).get("deliveries_per_s")
+        a = (gc.get(key) or {}).get("deliveries_per_s")
+        b = (th.get(key) or {}).get("deliveries_per_s")
         if a and b:
             lines.append(f"\ngreenchat/threaded on {key}: {a / b:.1f}x")
     return "\n".join(lines)

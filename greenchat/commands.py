@@ -40,7 +40,8 @@ class CommandSpec:
 
 
 _SPECS = (
-    CommandSpec("message", ("user", "text"), SERVER, "send TEXT to USER (stored if USER is offline)"),
+    CommandSpec("message", ("user", "text"), SERVER,
+                "send TEXT to USER (stored if USER is offline)"),
     CommandSpec("broadcast", ("text",), SERVER, "send TEXT to every online user"),
     CommandSpec("whoelse", (), SERVER, "list the other users online now"),
     CommandSpec("whoelsesince", ("seconds",), SERVER, "list the users online in the last SECONDS"),
@@ -104,4 +105,5 @@ def parse_line(line):
 
 def handlers_missing(obj, where):
     """Names of `where` commands that `obj` has no cmd_<name> method for."""
-    return [s.name for s in _SPECS if s.where == where and not callable(getattr(obj, "cmd_" + s.name, None))]
+    return [s.name for s in _SPECS
+            if s.where == where and not callable(getattr(obj, "cmd_" + s.name, None))]

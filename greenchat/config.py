@@ -229,7 +229,8 @@ def parse_server_args(argv):
 
 
 def client_parser():
-    p = argparse.ArgumentParser(prog="greenchat-client", description="Connect to a greenchat server.")
+    p = argparse.ArgumentParser(prog="greenchat-client",
+                                description="Connect to a greenchat server.")
     p.add_argument("host", metavar="HOST", help="server address")
     p.add_argument("port", type=lambda t: _port(t, 1), metavar="PORT", help="server port")
     p.add_argument("--p2p-host", metavar="ADDR",

@@ -1,8 +1,11 @@
 """Fixtures shared by the test modules."""
 
+import re
+import signal
+
 import pytest
 
-from support import ServerFactory
+from support import SERVER_SCRIPT, Proc, ServerFactory
 
 
 @pytest.fixture
@@ -12,3 +15,19 @@ def make_server(tmp_path):
     factory = ServerFactory(tmp_path)
     yield factory
     factory.stop_all()
+
+
+@pytest.fixture
+def server_process(tmp_path):
+    """bin/greenchat-server as a process (accounts hans and yoda), its stderr
+    piped; `port` once it listens. SIGTERM at teardown."""
+    creds = tmp_path / "credentials.txt"
+    creds.write_text("hans falcon*solo\nyoda wise@!man\n")
+    proc = Proc([SERVER_SCRIPT, "0", "5", "30", "--host", "127.0.0.1", "--credentials", str(creds),
+                 "--data", str(tmp_path / "data")])
+    line = proc.expect(re.compile(r"listening on 127\.0\.0\.1:\d+"), stream="stderr")
+    proc.port = int(line.rsplit(":", 1)[1])
+    yield proc
+    if proc.p.poll() is None:
+        proc.p.send_signal(signal.SIGTERM)
+    proc.finish()

@@ -8,6 +8,7 @@ every frame with its arrival time, and every wait is bounded.
 import gc
 import os
 import re
+import select
 import subprocess
 import sys
 import time
@@ -19,13 +20,15 @@ from gevent.event import AsyncResult, Event
 from greenchat import texts, tls
 from greenchat.cli import build_server
 from greenchat.client.client import Client
+from greenchat.client.console import Console
 from greenchat.codec import Decoder, encode
 from greenchat.config import ClientConfig, ServerConfig
-from greenchat.client.console import Console
 
 PASSWORD = "pw"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER_SCRIPT = os.path.join(ROOT, "bin", "greenchat-server")
+CLIENT_SCRIPT = os.path.join(ROOT, "bin", "greenchat-client")
+DEADLINE = 15.0
 
 
 class ServerFactory:
@@ -341,3 +344,69 @@ def exchange_until_closed(address, frames, timeout=5):
             received += decoder.feed(data)
     sock.close()
     return received
+
+
+# The programs as processes ------------------------------------------------------
+
+class Proc:
+    """A child process whose stdout is read line by line with a deadline."""
+
+    def __init__(self, args, stderr=subprocess.PIPE, **kwargs):
+        self.p = subprocess.Popen([sys.executable] + args, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=stderr, **kwargs)
+        self.buffer = b""
+
+    def write(self, line):
+        self.p.stdin.write(line.encode() + b"\n")
+        self.p.stdin.flush()
+
+    def expect(self, text, stream="stdout", timeout=DEADLINE):
+        """Read until a line equal to `text` (or matching a compiled regex)."""
+        pipe = getattr(self.p, stream)
+        end = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < end:
+            while b"\n" in self.buffer:
+                line, self.buffer = self.buffer.split(b"\n", 1)
+                line = line.decode()
+                seen.append(line)
+                if (text.search(line) if hasattr(text, "search") else line == text):
+                    return line
+            ready, _, _ = select.select([pipe], [], [], 0.1)
+            if ready:
+                chunk = os.read(pipe.fileno(), 65536)
+                if not chunk:
+                    break
+                self.buffer += chunk
+        raise AssertionError(f"never saw {text!r}; saw {seen!r}")
+
+    def finish(self, timeout=DEADLINE):
+        try:
+            return self.p.wait(timeout)
+        finally:
+            if self.p.poll() is None:
+                self.p.kill()
+                self.p.wait()
+
+
+def client_process(port, *options):
+    """bin/greenchat-client against 127.0.0.1:`port`, piped."""
+    return Proc([CLIENT_SCRIPT, "127.0.0.1", str(port), *options])
+
+
+def login(proc, user, password):
+    proc.expect("Username: ")
+    proc.write(user)
+    proc.expect("Password: ")
+    proc.write(password)
+    proc.expect(texts.WELCOME)
+
+
+def hans_and_yoda(port):
+    """Two client processes logged in, hans having seen yoda arrive."""
+    hans = client_process(port)
+    login(hans, "hans", "falcon*solo")
+    yoda = client_process(port)
+    login(yoda, "yoda", "wise@!man")
+    hans.expect("yoda logged in")
+    return hans, yoda

@@ -3,9 +3,9 @@
 import gevent
 import pytest
 
-from greenchat.server.accounts import PasswordChecks
 from greenchat.credentials import Credentials
 from greenchat.errors import Overloaded
+from greenchat.server.accounts import PasswordChecks
 
 
 class SlowHashed(Credentials):

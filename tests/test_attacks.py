@@ -13,6 +13,7 @@ import gevent
 import pytest
 
 from greenchat import certs, texts, tls
+
 from support import Agent, HubTicker, User
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -210,8 +211,10 @@ def test_an_unexpected_error_ends_one_session_cleanly(make_server, caplog):
 # Item 2: kill -9 while the offline backlog goes out ------------------------------
 
 def test_kill_9_during_backlog_delivery_loses_no_stored_message(tmp_path):
-    from greenchat.codec import Decoder, encode
     from gevent import socket
+
+    from greenchat.codec import Decoder, encode
+
     from support import ServerProcess
     count = 20_000
     (tmp_path / "credentials.txt").write_text("sender pw\nreader pw\n")
@@ -270,6 +273,7 @@ def test_kill_9_during_backlog_delivery_loses_no_stored_message(tmp_path):
 
 def test_a_non_reader_of_big_frames_is_cut_off_by_bytes(make_server):
     from gevent import socket
+
     from greenchat.codec import encode
     server = make_server(["alice", "bob", "carol"], mailbox_limit_bytes=1 << 20)
     alice, carol = Agent("alice", server.address), Agent("carol", server.address)
@@ -355,6 +359,7 @@ def login_from(source, name, address, password):
     """Log in from a given source address on a raw connection; the login frame
     (or error frame) that answers the password, and the seconds it took."""
     from gevent import socket
+
     from greenchat.codec import Decoder, encode
     sock = socket.socket()
     sock.bind((source, 0))
@@ -518,6 +523,7 @@ def closed_after(address, steps, use_tls=False):
     """Connect, send each (delay, frame) in turn, read until the server closes;
     (seconds from connect to close, frames received)."""
     from gevent import socket
+
     from greenchat.codec import Decoder, encode
     sock = socket.create_connection(address)
     started = time.monotonic()

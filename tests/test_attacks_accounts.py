@@ -14,6 +14,7 @@ import gevent
 import pytest
 
 from greenchat import texts
+
 from support import PASSWORD, ROOT, Agent, ServerProcess, User
 
 ADMIN = os.path.join(ROOT, "bin", "greenchat-admin")

@@ -14,6 +14,7 @@ from gevent import socket
 
 from greenchat import texts
 from greenchat.codec import encode
+
 from support import Agent, ServerProcess
 
 STORE_FAILED_MESSAGE = "Error. The server could not store your message; try again"

@@ -20,9 +20,10 @@ from gevent import socket
 from gevent.event import AsyncResult, Event
 
 from greenchat import certs, texts, tls
-from greenchat.server import runtime
 from greenchat.codec import Decoder
 from greenchat.errors import TLSError
+from greenchat.server import runtime
+
 from support import Agent, ServerProcess
 
 FLOOD_SOURCES = [f"127.0.0.{n}" for n in range(2, 9)]     # one /24, seven addresses

@@ -12,6 +12,7 @@ from gevent.server import StreamServer
 from greenchat import texts
 from greenchat.client import client
 from greenchat.codec import DEFAULT_MAX_FRAME, Decoder, encode
+
 from support import User
 
 NAMES = [f"user{i:05d}-a-long-name" for i in range(10_000)]

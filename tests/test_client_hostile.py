@@ -21,14 +21,15 @@ import pytest
 from gevent import socket
 from gevent.server import StreamServer
 
-from greenchat.client import client as client_module
 from greenchat import texts
+from greenchat.client import client as client_module
 from greenchat.client import peer
 from greenchat.client.client import Client
+from greenchat.client.console import Console
 from greenchat.codec import Decoder, encode
 from greenchat.config import ClientConfig
-from greenchat.client.console import Console
 from greenchat.transport import FrameConnection
+
 from support import Screen
 
 GOES_ON, LOST = "goes on", "lost"

@@ -96,7 +96,8 @@ def test_codec_imports_no_socket_and_no_gevent():
     assert out.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("start", [b"\x16\x03\x01\x02\x00\x01", b"GET / HTTP/1.1\r\n", b"  x", b"\x00"])
+@pytest.mark.parametrize("start", [b"\x16\x03\x01\x02\x00\x01", b"GET / HTTP/1.1\r\n", b"  x",
+                                   b"\x00"])
 def test_a_frame_not_starting_with_a_brace_is_refused_before_its_end(start):
     # A TLS client hello or an HTTP request on the plain port is answered at
     # once, not when a newline or the size cap happens to come.

@@ -2,8 +2,7 @@
 
 import pytest
 
-from greenchat.config import (ClientConfig, ServerConfig, parse_client_args,
-                              parse_server_args)
+from greenchat.config import ClientConfig, ServerConfig, parse_client_args, parse_server_args
 from greenchat.errors import ConfigError
 
 

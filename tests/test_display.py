@@ -18,11 +18,11 @@ import pytest
 from greenchat import texts
 from greenchat.client import console
 from greenchat.client.client import Client, _Refused
-from greenchat.config import ClientConfig
 from greenchat.client.console import Console
+from greenchat.config import ClientConfig
 from greenchat.errors import ConnectionLost
-from support import Agent, Screen, User
-from test_smoke import server  # noqa: F401 - the server process fixture
+
+from support import Agent, Proc, Screen, User, login
 
 # An OSC 52 clipboard write, a window title, a screen clear, a fake line.
 HOSTILE = "\x1b]52;c;ZXZpbA==\x07\x1b]0;pwned\x07\x1b[2J\rvader: fake line"
@@ -192,14 +192,13 @@ def test_hostile_messages_reach_a_piped_client_inert(hans_and_vader):
 
 # The real client in a terminal --------------------------------------------------
 
-def test_a_hostile_message_cannot_retitle_clear_or_fake_a_line(server, tmp_path):  # noqa: F811
+def test_a_hostile_message_cannot_retitle_clear_or_fake_a_line(server_process, tmp_path):
     pytest.importorskip("pexpect")
     pytest.importorskip("pyte")
-    from test_smoke import login, Proc
-    from test_terminal import CLIENT, STAMP, both_log_out, hans_in_a_terminal
+    from test_terminal import CLIENT_SCRIPT, STAMP, both_log_out, hans_in_a_terminal
 
-    term = hans_in_a_terminal(server, tmp_path)
-    yoda = Proc([CLIENT, "127.0.0.1", str(server.port)])
+    term = hans_in_a_terminal(server_process, tmp_path)
+    yoda = Proc([CLIENT_SCRIPT, "127.0.0.1", str(server_process.port)])
     login(yoda, "yoda", "wise@!man")
     term.wait_row(STAMP + "yoda logged in")
     # A line feed cannot come through the piped client; CR, ESC and C1 can.

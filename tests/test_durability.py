@@ -9,6 +9,7 @@ import time
 import gevent
 
 from greenchat import texts
+
 from support import Agent, ServerProcess
 
 

@@ -5,6 +5,7 @@ from gevent import socket
 
 from greenchat import texts
 from greenchat.server.limits import TokenBucket
+
 from support import Agent, exchange_until_closed
 
 

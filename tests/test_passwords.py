@@ -11,6 +11,7 @@ import pytest
 from greenchat import admin, passwords, texts
 from greenchat.credentials import Credentials
 from greenchat.errors import CredentialsError
+
 from support import Agent, HubTicker, ServerFactory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,6 +11,7 @@ from gevent import socket
 from greenchat import texts
 from greenchat.client import peer
 from greenchat.codec import encode
+
 from support import ServerFactory, User
 
 USERS = ["alice", "bob", "carol", "dave"]

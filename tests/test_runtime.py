@@ -12,8 +12,9 @@ import gevent
 import pytest
 from gevent import socket
 
-from greenchat.server import runtime
 from greenchat.codec import encode
+from greenchat.server import runtime
+
 from support import Agent, exchange_until_closed
 
 USERS = ["alice", "bob", "carol", "dave"]

@@ -10,6 +10,7 @@ from gevent import socket
 from greenchat import texts
 from greenchat.codec import encode
 from greenchat.server.server import PRESENCE_BATCH, PRESENCE_DELIVERIES
+
 from support import PASSWORD, Agent, exchange_until_closed
 
 USERS = ["alice", "bob", "carol", "dave"]
@@ -241,7 +242,7 @@ def test_whoelsesince_reads_the_newest_logouts_up_to_its_cutoff(make_server):
     now = [1000.0]
     server = make_server(USERS)
     server.clock = lambda: now[0]
-    agents = dict(zip(USERS, online(server, *USERS)))
+    agents = dict(zip(USERS, online(server, *USERS), strict=True))
     for step, name in enumerate(("bob", "carol", "dave")):   # out at 1000, 1010, 1020
         now[0] = 1000.0 + 10 * step
         agents[name].logout()

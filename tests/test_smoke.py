@@ -2,98 +2,26 @@
 
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVER = os.path.join(ROOT, "bin", "greenchat-server")
-CLIENT = os.path.join(ROOT, "bin", "greenchat-client")
-DEADLINE = 15.0
+from support import (
+    CLIENT_SCRIPT,
+    DEADLINE,
+    ROOT,
+    SERVER_SCRIPT,
+    Proc,
+    client_process,
+    hans_and_yoda,
+    login,
+)
 
 
-class Proc:
-    """A child process whose stdout is read line by line with a deadline."""
-
-    def __init__(self, args, stderr=subprocess.PIPE, **kwargs):
-        self.p = subprocess.Popen([sys.executable] + args, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=stderr, **kwargs)
-        self.buffer = b""
-
-    def write(self, line):
-        self.p.stdin.write(line.encode() + b"\n")
-        self.p.stdin.flush()
-
-    def expect(self, text, stream="stdout", timeout=DEADLINE):
-        """Read until a line equal to `text` (or matching a compiled regex)."""
-        pipe = getattr(self.p, stream)
-        end = time.monotonic() + timeout
-        seen = []
-        while time.monotonic() < end:
-            while b"\n" in self.buffer:
-                line, self.buffer = self.buffer.split(b"\n", 1)
-                line = line.decode()
-                seen.append(line)
-                if (text.search(line) if hasattr(text, "search") else line == text):
-                    return line
-            ready, _, _ = select.select([pipe], [], [], 0.1)
-            if ready:
-                chunk = os.read(pipe.fileno(), 65536)
-                if not chunk:
-                    break
-                self.buffer += chunk
-        raise AssertionError(f"never saw {text!r}; saw {seen!r}")
-
-    def finish(self, timeout=DEADLINE):
-        try:
-            return self.p.wait(timeout)
-        finally:
-            if self.p.poll() is None:
-                self.p.kill()
-                self.p.wait()
-
-
-@pytest.fixture
-def server(tmp_path):
-    creds = tmp_path / "credentials.txt"
-    creds.write_text("hans falcon*solo\nyoda wise@!man\n")
-    proc = Proc([SERVER, "0", "5", "30", "--host", "127.0.0.1", "--credentials", str(creds),
-                 "--data", str(tmp_path / "data")])
-    line = proc.expect(re.compile(r"listening on 127\.0\.0\.1:\d+"), stream="stderr")
-    proc.port = int(line.rsplit(":", 1)[1])
-    yield proc
-    if proc.p.poll() is None:
-        proc.p.send_signal(signal.SIGTERM)
-    proc.finish()
-
-
-def client(port):
-    return Proc([CLIENT, "127.0.0.1", str(port)])
-
-
-def login(proc, user, password):
-    proc.expect("Username: ")
-    proc.write(user)
-    proc.expect("Password: ")
-    proc.write(password)
-    proc.expect("Welcome to the greatest messaging application ever!")
-
-
-def hans_and_yoda(port):
-    hans = client(port)
-    login(hans, "hans", "falcon*solo")
-    yoda = client(port)
-    login(yoda, "yoda", "wise@!man")
-    hans.expect("yoda logged in")
-    return hans, yoda
-
-
-def test_server_and_clients_as_processes(server):
-    hans, yoda = hans_and_yoda(server.port)
+def test_server_and_clients_as_processes(server_process):
+    hans, yoda = hans_and_yoda(server_process.port)
 
     yoda.write('message hans do or "do not", there is no try')
     hans.expect('yoda: do or "do not", there is no try')
@@ -112,8 +40,8 @@ def test_server_and_clients_as_processes(server):
     hans.expect("Goodbye")
     assert hans.finish() == 0
 
-    server.p.send_signal(signal.SIGTERM)
-    assert server.finish() == 0
+    server_process.p.send_signal(signal.SIGTERM)
+    assert server_process.finish() == 0
 
 
 def test_offline_message_survives_server_restart(tmp_path):
@@ -121,9 +49,9 @@ def test_offline_message_survives_server_restart(tmp_path):
     creds.write_text("hans falcon*solo\nyoda wise@!man\n")
     args = ["5", "30", "--host", "127.0.0.1", "--credentials", str(creds),
             "--data", str(tmp_path / "data")]
-    first = Proc([SERVER, "0"] + args)
+    first = Proc([SERVER_SCRIPT, "0"] + args)
     port = int(first.expect(re.compile(r"listening on .*:\d+"), stream="stderr").rsplit(":", 1)[1])
-    yoda = client(port)
+    yoda = client_process(port)
     login(yoda, "yoda", "wise@!man")
     yoda.write("message hans stored while you were away")
     yoda.write("logout")
@@ -132,10 +60,10 @@ def test_offline_message_survives_server_restart(tmp_path):
     first.p.send_signal(signal.SIGKILL)
     first.finish()
 
-    second = Proc([SERVER, "0"] + args)
+    second = Proc([SERVER_SCRIPT, "0"] + args)
     port = int(second.expect(re.compile(r"listening on .*:\d+"), stream="stderr").rsplit(":", 1)[1])
     try:
-        hans = client(port)
+        hans = client_process(port)
         login(hans, "hans", "falcon*solo")
         hans.expect("yoda: stored while you were away")
         hans.p.stdin.close()
@@ -146,18 +74,19 @@ def test_offline_message_survives_server_restart(tmp_path):
 
 
 def test_client_reports_unreachable_server():
-    proc = Proc([CLIENT, "127.0.0.1", "1"])
-    line = proc.expect(re.compile(r"^Cannot connect to server at 127\.0\.0\.1:1: "), stream="stderr")
+    proc = Proc([CLIENT_SCRIPT, "127.0.0.1", "1"])
+    line = proc.expect(re.compile(r"^Cannot connect to server at 127\.0\.0\.1:1: "),
+                       stream="stderr")
     assert "Traceback" not in line
     assert proc.finish() == 1
 
 
 def test_server_rejects_bad_arguments_and_missing_credentials(tmp_path):
-    bad = subprocess.run([sys.executable, SERVER, "notaport", "1", "1"],
+    bad = subprocess.run([sys.executable, SERVER_SCRIPT, "notaport", "1", "1"],
                          capture_output=True, text=True, timeout=DEADLINE)
     assert bad.returncode == 2
     assert bad.stderr.startswith("usage: greenchat-server")
-    missing = subprocess.run([sys.executable, SERVER, "0", "1", "1", "--credentials",
+    missing = subprocess.run([sys.executable, SERVER_SCRIPT, "0", "1", "1", "--credentials",
                               str(tmp_path / "nope.txt"), "--data", str(tmp_path / "d")],
                              capture_output=True, text=True, timeout=DEADLINE)
     assert missing.returncode == 1
@@ -165,15 +94,15 @@ def test_server_rejects_bad_arguments_and_missing_credentials(tmp_path):
     assert "nope.txt" in missing.stderr
     broken = tmp_path / "broken.txt"
     broken.write_text("# ok\nhans falcon*solo\njust-one-field\n")
-    malformed = subprocess.run([sys.executable, SERVER, "0", "1", "1", "--credentials", str(broken),
-                                "--data", str(tmp_path / "d")],
+    malformed = subprocess.run([sys.executable, SERVER_SCRIPT, "0", "1", "1",
+                                "--credentials", str(broken), "--data", str(tmp_path / "d")],
                                capture_output=True, text=True, timeout=DEADLINE)
     assert malformed.returncode == 1
     assert "broken.txt:3" in malformed.stderr
 
 
-def test_private_link_between_client_processes(server):
-    hans, yoda = hans_and_yoda(server.port)
+def test_private_link_between_client_processes(server_process):
+    hans, yoda = hans_and_yoda(server_process.port)
     hans.write("startprivate yoda")
     hans.expect("Start private messaging with yoda")
     yoda.expect("hans has started private messaging with you")
@@ -192,17 +121,17 @@ def test_private_link_between_client_processes(server):
         assert proc.finish() == 0
 
 
-def test_client_says_connection_lost_when_the_server_dies(server):
-    hans = client(server.port)
+def test_client_says_connection_lost_when_the_server_dies(server_process):
+    hans = client_process(server_process.port)
     login(hans, "hans", "falcon*solo")
-    server.p.send_signal(signal.SIGKILL)
-    server.finish()
+    server_process.p.send_signal(signal.SIGKILL)
+    server_process.finish()
     hans.expect("Connection to server lost")
     assert hans.finish() == 1
 
 
-def test_user_option_skips_the_username_prompt(server):
-    hans = Proc([CLIENT, "127.0.0.1", str(server.port), "--user", "hans"])
+def test_user_option_skips_the_username_prompt(server_process):
+    hans = Proc([CLIENT_SCRIPT, "127.0.0.1", str(server_process.port), "--user", "hans"])
     first = hans.expect(re.compile(r"\S"))
     assert first == "Password: "
     hans.write("falcon*solo")
@@ -213,13 +142,14 @@ def test_user_option_skips_the_username_prompt(server):
 
 
 @pytest.mark.parametrize("no_color", [False, True])
-def test_terminal_mode_stamps_colours_and_hides_the_password(server, no_color):
+def test_terminal_mode_stamps_colours_and_hides_the_password(server_process, no_color):
     pexpect = pytest.importorskip("pexpect")
     env = dict(os.environ, TERM="xterm")
     env.pop("NO_COLOR", None)
     if no_color:
         env["NO_COLOR"] = "1"
-    term = pexpect.spawn(sys.executable, [CLIENT, "127.0.0.1", str(server.port), "--user", "hans"],
+    term = pexpect.spawn(sys.executable, [CLIENT_SCRIPT, "127.0.0.1", str(server_process.port),
+                                          "--user", "hans"],
                          env=env, timeout=DEADLINE, encoding="utf-8")
     try:
         term.expect("Password: ")
@@ -250,15 +180,16 @@ def test_tls_end_to_end_with_mkcert_and_a_private_link(tmp_path):
     assert made.returncode == 0, made.stderr
     creds = tmp_path / "credentials.txt"
     creds.write_text("hans falcon*solo\nyoda wise@!man\n")
-    server = Proc([SERVER, "0", "--host", "127.0.0.1", "--credentials", str(creds),
-                   "--data", str(tmp_path / "data"), "--tls-cert", str(cert), "--tls-key", str(key)])
+    server = Proc([SERVER_SCRIPT, "0", "--host", "127.0.0.1", "--credentials", str(creds),
+                   "--data", str(tmp_path / "data"),
+                   "--tls-cert", str(cert), "--tls-key", str(key)])
     try:
         line = server.expect(re.compile(r"listening on 127\.0\.0\.1:\d+"), stream="stderr")
         port = line.rsplit(":", 1)[1]
         tls = ["--tls", "--ca", str(cert)]
-        hans = Proc([CLIENT, "127.0.0.1", port] + tls)
+        hans = Proc([CLIENT_SCRIPT, "127.0.0.1", port] + tls)
         login(hans, "hans", "falcon*solo")
-        yoda = Proc([CLIENT, "127.0.0.1", port] + tls)
+        yoda = Proc([CLIENT_SCRIPT, "127.0.0.1", port] + tls)
         login(yoda, "yoda", "wise@!man")
         hans.expect("yoda logged in")
         yoda.write("startprivate hans")
@@ -272,7 +203,7 @@ def test_tls_end_to_end_with_mkcert_and_a_private_link(tmp_path):
             assert proc.finish() == 0
 
         # Without --tls: the server's own words, exit status 1.
-        plain = Proc([CLIENT, "127.0.0.1", port])
+        plain = Proc([CLIENT_SCRIPT, "127.0.0.1", port])
         plain.expect("Error. This server requires TLS; connect with --tls")
         assert plain.finish() == 1
     finally:

@@ -8,6 +8,7 @@ import pytest
 
 from greenchat.errors import StoreError
 from greenchat.server.store import Store
+
 from support import HubTicker
 
 

@@ -24,6 +24,7 @@ from gevent.event import Event
 
 from greenchat import texts
 from greenchat.codec import Decoder, encode
+
 from support import PASSWORD, Agent, HubTicker, run_all
 
 SCALE = float(os.environ.get("GREENCHAT_STRESS_SCALE", "1"))
@@ -155,9 +156,9 @@ def check_mix(agents, messages, broadcasts):
     accepted = {(s, r, t) for s, r, t, ok in messages if ok}
     refused = {(s, r, t) for s, r, t, ok in messages if not ok}
     seq_of = {}
-    for sender, _, text, _ in messages:
+    for _, _, text, _ in messages:
         seq_of[text] = int(text.split("#")[1].split(" ")[0])
-    for sender, text, _, _ in broadcasts:
+    for _, text, _, _ in broadcasts:
         seq_of[text] = int(text.split("#")[1].split(" ")[0])
 
     received = defaultdict(list)        # recipient -> [(sender, text)] in arrival order

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from test_smoke import CLIENT, DEADLINE, Proc, login, server  # noqa: F401 - fixture
+from support import CLIENT_SCRIPT, DEADLINE, Proc, login
 
 pexpect = pytest.importorskip("pexpect")
 pyte = pytest.importorskip("pyte")
@@ -56,7 +56,8 @@ class Terminal:
             except pexpect.EOF:
                 if predicate(self):
                     return
-                raise AssertionError(f"ended before {what}; screen:\n" + "\n".join(self.rows()))
+                raise AssertionError(
+                    f"ended before {what}; screen:\n" + "\n".join(self.rows())) from None
 
     def wait_row(self, pattern):
         regex = re.compile(pattern)
@@ -86,8 +87,9 @@ def environment(tmp_path):
     return env
 
 
-def hans_in_a_terminal(server, tmp_path, shell_after=None):  # noqa: F811
-    command = [sys.executable, CLIENT, "127.0.0.1", str(server.port), "--user", "hans"]
+def hans_in_a_terminal(server_process, tmp_path, shell_after=None):
+    command = [sys.executable, CLIENT_SCRIPT, "127.0.0.1", str(server_process.port),
+               "--user", "hans"]
     if shell_after:
         # Run a command in the same terminal after the client has gone.
         # The shell shrugs off the Ctrl-C meant for the client (a trapped
@@ -102,10 +104,10 @@ def hans_in_a_terminal(server, tmp_path, shell_after=None):  # noqa: F811
     return term
 
 
-def hans_sees_yoda_arrive(server, tmp_path):  # noqa: F811
+def hans_sees_yoda_arrive(server_process, tmp_path):
     """hans in a terminal, then yoda through a pipe; hans has seen him log in."""
-    term = hans_in_a_terminal(server, tmp_path)
-    yoda = Proc([CLIENT, "127.0.0.1", str(server.port)])
+    term = hans_in_a_terminal(server_process, tmp_path)
+    yoda = Proc([CLIENT_SCRIPT, "127.0.0.1", str(server_process.port)])
     login(yoda, "yoda", "wise@!man")
     term.wait_row(STAMP + "yoda logged in")
     return term, yoda
@@ -118,8 +120,8 @@ def both_log_out(term, other):
     assert other.finish() == 0
 
 
-def test_a_half_typed_line_survives_incoming_messages(server, tmp_path):  # noqa: F811
-    term, other = hans_sees_yoda_arrive(server, tmp_path)
+def test_a_half_typed_line_survives_incoming_messages(server_process, tmp_path):
+    term, other = hans_sees_yoda_arrive(server_process, tmp_path)
     term.type("message yoda half typ")
     term.wait(lambda t: t.input_line() == ("> message yoda half typ", 23), "the typed text")
     for i in range(3):
@@ -138,8 +140,8 @@ def test_a_half_typed_line_survives_incoming_messages(server, tmp_path):  # noqa
     both_log_out(term, other)
 
 
-def test_tab_completes_commands_and_a_user_name(server, tmp_path):  # noqa: F811
-    term, other = hans_sees_yoda_arrive(server, tmp_path)
+def test_tab_completes_commands_and_a_user_name(server_process, tmp_path):
+    term, other = hans_sees_yoda_arrive(server_process, tmp_path)
     term.type("mes\t")
     term.wait(lambda t: t.input_line() == ("> message", 10), "the completed command")
     term.type("yo\t")
@@ -149,8 +151,8 @@ def test_tab_completes_commands_and_a_user_name(server, tmp_path):  # noqa: F811
     both_log_out(term, other)
 
 
-def test_history_is_kept_in_the_data_directory(server, tmp_path):  # noqa: F811
-    term = hans_in_a_terminal(server, tmp_path)
+def test_history_is_kept_in_the_data_directory(server_process, tmp_path):
+    term = hans_in_a_terminal(server_process, tmp_path)
     term.type("whoelse\r")
     term.wait_row(STAMP + "No other users online")
     term.type("logout\r")
@@ -159,7 +161,7 @@ def test_history_is_kept_in_the_data_directory(server, tmp_path):  # noqa: F811
     assert history.read_text() == "whoelse\nlogout\n"
     assert history.stat().st_mode & 0o777 == 0o600
 
-    term = hans_in_a_terminal(server, tmp_path)
+    term = hans_in_a_terminal(server_process, tmp_path)
     term.type("\x1b[A")
     term.wait(lambda t: t.input_line() == ("> logout", 8), "the last line recalled")
     term.type("\x1b[A")
@@ -188,8 +190,8 @@ def settings_after(term):
 
 
 @pytest.mark.parametrize("way_out", ["ctrl-c", "sigterm", "server-killed"])
-def test_the_terminal_is_restored_on_every_way_out(server, tmp_path, way_out):  # noqa: F811
-    term = hans_in_a_terminal(server, tmp_path, shell_after=SETTINGS)
+def test_the_terminal_is_restored_on_every_way_out(server_process, tmp_path, way_out):
+    term = hans_in_a_terminal(server_process, tmp_path, shell_after=SETTINGS)
     term.type("message nobody half a li")          # mid-line, in every case
     term.wait(lambda t: t.input_line()[0] == "> message nobody half a li", "the typed text")
     if way_out == "ctrl-c":
@@ -198,8 +200,8 @@ def test_the_terminal_is_restored_on_every_way_out(server, tmp_path, way_out):  
         client_pid = int(subprocess.check_output(["pgrep", "-P", str(term.child.pid)]).split()[0])
         os.kill(client_pid, signal.SIGTERM)
     else:
-        server.p.kill()
-        server.p.wait()
+        server_process.p.kill()
+        server_process.p.wait()
         term.wait_row(STAMP + "Connection to server lost")
     modes, blocking = settings_after(term)
     assert "Traceback" not in term.output and "KeyboardInterrupt" not in term.output
@@ -207,8 +209,9 @@ def test_the_terminal_is_restored_on_every_way_out(server, tmp_path, way_out):  
     assert blocking == ("False", "False")
 
 
-def test_ctrl_c_at_the_password_prompt_leaves_quietly_with_echo_back(server, tmp_path):  # noqa: F811
-    command = [sys.executable, CLIENT, "127.0.0.1", str(server.port), "--user", "hans"]
+def test_ctrl_c_at_the_password_prompt_leaves_quietly_with_echo_back(server_process, tmp_path):
+    command = [sys.executable, CLIENT_SCRIPT, "127.0.0.1", str(server_process.port),
+               "--user", "hans"]
     term = Terminal(["/bin/sh", "-c", "trap true INT; " + " ".join(f"'{c}'" for c in command)
                      + "; echo status $?; " + SETTINGS], environment(tmp_path))
     term.wait(lambda t: "Password:" in "".join(t.rows()), "the password prompt")

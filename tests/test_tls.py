@@ -12,11 +12,12 @@ from gevent import ssl as gssl
 
 from greenchat import certs, texts, tls
 from greenchat.client import peer
-from greenchat.server import server as server_module
 from greenchat.client.client import Client
-from greenchat.config import ClientConfig
 from greenchat.client.console import Console
-from greenchat.errors import ConfigError, TLSError
+from greenchat.config import ClientConfig
+from greenchat.errors import ConfigError, ProtocolError, TLSError
+from greenchat.server import server as server_module
+
 from support import Agent, HubTicker, Screen, User, run_all
 
 USERS = ["alice", "bob", "carol"]
@@ -189,7 +190,7 @@ def test_peer_link_pin_must_match(pair):
             peer.connect(host, port, "alice", "token", 65536, timeout=5,
                          pin="0" * 64, tls_required=True)
         assert caught.value.verify
-        with pytest.raises(Exception):
+        with pytest.raises(ProtocolError):      # no pin named: no link
             peer.connect(host, port, "alice", "token", 65536, timeout=5, tls_required=True)
         # A plain-text peer gets nowhere either.
         with gevent.Timeout(5):

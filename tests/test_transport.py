@@ -142,6 +142,7 @@ class _TricklingSocket:
 
 def test_a_frame_trickled_a_byte_at_a_time_does_not_hold_the_hub():
     from greenchat.transport import FrameReader
+
     from support import HubTicker
     big = b'{"type":"x","pad":"' + b"a" * 400_000 + b'"}\n'
     reader = FrameReader(_TricklingSocket(big), max_frame=1 << 20)

@@ -51,8 +51,8 @@ from gevent.event import AsyncResult, Event
 
 from greenchat import PROTOCOL_VERSION, __version__, texts, tls
 from greenchat.client import peer
-from greenchat.commands import COMMANDS, LOCAL, PEER, parse_line
 from greenchat.client.console import default_history_path, visible
+from greenchat.commands import COMMANDS, LOCAL, PEER, parse_line
 from greenchat.errors import GreenchatError, InvalidCommand, ProtocolError, TLSError
 from greenchat.transport import FrameConnection
 
@@ -360,7 +360,8 @@ class Client:
         if not words:
             return list(COMMANDS)
         spec = COMMANDS.get(words[0])
-        if spec is not None and len(words) <= len(spec.args) and spec.args[len(words) - 1] == "user":
+        if spec is not None and len(words) <= len(spec.args) and \
+                spec.args[len(words) - 1] == "user":
             # Completion types into the input line, which is not escaped.
             return (self.seen_users | set(filter(_completable, self.links))) - {self.user}
         return ()

@@ -47,10 +47,6 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from greenchat import PROTOCOL_VERSION, __version__, texts, tls
-from greenchat.server import runtime
-from greenchat.server.accounts import PasswordChecks
-from greenchat.server.addresses import canonical, network_key
-from greenchat.server.blocks import Blocks
 from greenchat.codec import encode
 from greenchat.commands import SERVER, handlers_missing, parse_line
 from greenchat.credentials import Credentials
@@ -69,7 +65,12 @@ from greenchat.errors import (
     StoreError,
     TLSError,
 )
+from greenchat.server import runtime
+from greenchat.server.accounts import PasswordChecks
+from greenchat.server.addresses import canonical, network_key
+from greenchat.server.blocks import Blocks
 from greenchat.server.limits import TokenBucket
+from greenchat.server.turns import Turns
 from greenchat.transport import (
     SHUT_RD,
     FrameReader,
@@ -79,7 +80,6 @@ from greenchat.transport import (
     refuse,
     shutdown,
 )
-from greenchat.server.turns import Turns
 
 log = logging.getLogger("greenchat.server")
 

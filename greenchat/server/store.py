@@ -190,7 +190,7 @@ class Store:
             ok, outcomes = self._pool.apply(_outcome, (self._run_group, group))
             if not ok:          # the transaction itself failed: every call did
                 outcomes = [(False, outcomes)] * len(group)
-            for (_, _, result, _), (ok, value) in zip(group, outcomes):
+            for (_, _, result, _), (ok, value) in zip(group, outcomes, strict=True):
                 if ok:
                     result.set(value)
                 else:
