@@ -49,7 +49,7 @@ from contextlib import contextmanager
 import gevent
 from gevent.event import AsyncResult, Event
 
-from greenchat import PROTOCOL_VERSION, __version__, texts, tls
+from greenchat import __version__, frames, texts, tls
 from greenchat.client import peer
 from greenchat.client.console import default_history_path, visible
 from greenchat.commands import COMMANDS, LOCAL, PEER, parse_line
@@ -146,11 +146,10 @@ class Client:
         return frame
 
     def _hello(self):
-        self.conn.send({"type": "hello", "version": PROTOCOL_VERSION,
-                        "client": f"greenchat-client {__version__}"})
-        version = self._expect("hello").get("version")
-        if _integer(version) != PROTOCOL_VERSION:
-            raise ProtocolError(f"the server speaks protocol version {version!r}")
+        self.conn.send(frames.hello(f"greenchat-client {__version__}"))
+        answer = self._expect("hello")
+        if not frames.speaks_our_version(answer):
+            raise ProtocolError(f"the server speaks protocol version {answer.get('version')!r}")
 
     def _login(self):
         console = self.console
@@ -164,7 +163,7 @@ class Client:
                     name = console.read_line()
                 if name is None:
                     return False
-                self.conn.send({"type": "username", "username": name.strip()})
+                self.conn.send(frames.username(name.strip()))
                 status = self._login_status(("username", "password", "failed"))
                 if status == "username":
                     continue
@@ -175,15 +174,12 @@ class Client:
                     password = console.read_secret()
                     if password is None:
                         return False
-                    frame = {"type": "password", "password": password}
-                    if self.listener is not None:
-                        # "host" only for older servers, which require it; this one
-                        # tells peers the address it sees us at.
-                        frame["p2p"] = {"host": self.listener.host,
-                                        "port": self.listener.address[1]}
-                        if self.listener.fingerprint is not None:
-                            frame["p2p"]["fingerprint"] = self.listener.fingerprint
-                    self.conn.send(frame)
+                    listener = self.listener
+                    if listener is None:
+                        self.conn.send(frames.password(password))
+                    else:
+                        self.conn.send(frames.password(password, listener.host,
+                                                       listener.address[1], listener.fingerprint))
                     status = self._login_status(("ok", "password", "failed"), name)
                     if status == "ok":
                         return True
@@ -407,7 +403,7 @@ class Client:
         self._answered.clear()
         # Only the latest is needed: the keyboard waits for each reply.
         self._sent_lines = {self._next_id: line}
-        self.conn.send({"type": "command", "id": self._next_id, "line": line})
+        self.conn.send(frames.command(self._next_id, line))
 
     def _request_logout(self):
         try:
@@ -452,7 +448,7 @@ class Client:
             return False
         self.links[link.user] = link
         try:
-            link.conn.send({"type": "peer_ok", "user": self.user})
+            link.conn.send(frames.peer_ok(self.user))
         except GreenchatError:
             self.links.pop(link.user, None)
             return True

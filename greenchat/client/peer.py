@@ -32,7 +32,7 @@ from time import monotonic
 from gevent.event import Event
 from gevent.server import StreamServer
 
-from greenchat import PROTOCOL_VERSION, tls
+from greenchat import frames, tls
 from greenchat.errors import ConnectionLost, GreenchatError, ProtocolError, TLSError
 from greenchat.transport import FrameConnection, close
 
@@ -80,11 +80,11 @@ class PeerLink:
         self.reader = None     # the greenlet reading this link
 
     def send_private(self, text):
-        self.conn.send({"type": "private", "text": text})
+        self.conn.send(frames.private(text))
 
     def send_stop(self):
         try:
-            self.conn.send({"type": "stop"}, timeout=2.0)
+            self.conn.send(frames.stop(), timeout=2.0)
         except GreenchatError:
             pass
 
@@ -141,7 +141,7 @@ class PeerListener:
             frame = conn.read(HANDSHAKE_TIMEOUT)
             if frame is None:
                 raise ProtocolError("no peer_hello in time")
-            if frame["type"] != "peer_hello" or frame.get("version") != PROTOCOL_VERSION:
+            if frame["type"] != "peer_hello" or not frames.speaks_our_version(frame):
                 raise ProtocolError(f"expected peer_hello, got {frame['type']!r}")
             user, token = frame.get("user"), frame.get("token")
             if not isinstance(user, str) or not self._redeem(user, token):
@@ -183,7 +183,7 @@ def connect(host, port, me, token, max_frame, timeout=HANDSHAKE_TIMEOUT, pin=Non
     except OSError as exc:
         raise ConnectionLost(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
     try:
-        conn.send({"type": "peer_hello", "version": PROTOCOL_VERSION, "user": me, "token": token})
+        conn.send(frames.peer_hello(me, token))
         frame = conn.read(timeout)
         if frame is None or frame["type"] != "peer_ok":
             raise ProtocolError("the peer refused the link")

@@ -46,7 +46,7 @@ from gevent.lock import Semaphore
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from greenchat import PROTOCOL_VERSION, __version__, texts, tls
+from greenchat import __version__, texts, tls
 from greenchat.codec import encode
 from greenchat.commands import SERVER, handlers_missing, parse_line
 from greenchat.credentials import Credentials
@@ -65,6 +65,7 @@ from greenchat.errors import (
     StoreError,
     TLSError,
 )
+from greenchat.frames import PROTOCOL_VERSION
 from greenchat.server import runtime
 from greenchat.server.accounts import PasswordChecks
 from greenchat.server.addresses import canonical, network_key

@@ -1,0 +1,150 @@
+"""Every frame greenchat speaks, named once: the one place a frame's type
+and members are spelled. No I/O.
+
+docs/protocol.md says what each frame means. The builders return plain dicts
+for codec.encode; the readers take a decoded frame (codec.parse guarantees a
+dict with a string "type") and return its members checked, raising
+MalformedFrame for a member of the wrong type. The server, the client, the
+peer links, the tests and the bench all build their frames here.
+"""
+
+from greenchat.errors import MalformedFrame
+
+# Sent in the first exchange; a peer speaking another version is refused.
+PROTOCOL_VERSION = 1
+
+# Login statuses (docs/protocol.md, "Login statuses").
+ASK_USERNAME, ASK_PASSWORD, LOGGED_IN, FAILED = "username", "password", "ok", "failed"
+# Why a session ended (the bye frame's reason).
+LOGOUT, IDLE, SHUTDOWN, REMOVED = "logout", "idle", "shutdown", "removed"
+
+
+# Client to server -------------------------------------------------------------
+
+def hello(client):
+    return {"type": "hello", "version": PROTOCOL_VERSION, "client": client}
+
+
+def username(name):
+    return {"type": "username", "username": name}
+
+
+def password(secret, p2p_host=None, p2p_port=None, fingerprint=None):
+    """The password; with `p2p_port`, where this client takes private links.
+    The server reads only the port: it names the host itself (the address it
+    sees), and `p2p_host` is sent for servers older than that."""
+    frame = {"type": "password", "password": secret}
+    if p2p_port is not None:
+        p2p = frame["p2p"] = {"host": p2p_host, "port": p2p_port}
+        if fingerprint is not None:
+            p2p["fingerprint"] = fingerprint
+    return frame
+
+
+def command(request_id, line):
+    return {"type": "command", "id": request_id, "line": line}
+
+
+# Server to client -------------------------------------------------------------
+
+def server_hello(server):
+    return {"type": "hello", "version": PROTOCOL_VERSION, "server": server}
+
+
+def login(status, text=None, user=None):
+    frame = {"type": "login", "status": status}
+    if user is not None:
+        frame["user"] = user
+    if text is not None:
+        frame["text"] = text
+    return frame
+
+
+def reply(request_id, lines=(), ok=True, **extra):
+    """The answer to command `request_id`; `extra` members (e.g. "private")."""
+    return {"type": "reply", "id": request_id, "ok": ok, "lines": list(lines), **extra}
+
+
+def failure(request_id, text):
+    return reply(request_id, [text], ok=False)
+
+
+def message(sender, text, broadcast=False, sent_at=None):
+    """A message from `sender`; with `sent_at`, one that was stored (offline)."""
+    frame = {"type": "message", "from": sender, "text": text}
+    if broadcast:
+        frame["broadcast"] = True
+    if sent_at is not None:
+        frame["sent_at"] = sent_at
+        frame["offline"] = True
+    return frame
+
+
+def presence(user, online):
+    return {"type": "presence", "user": user, "online": online}
+
+
+def bye(reason, text):
+    return {"type": "bye", "reason": reason, "text": text}
+
+
+def error(text):
+    return {"type": "error", "text": text}
+
+
+def private_offer(requester, token):
+    return {"type": "private_offer", "from": requester, "token": token}
+
+
+def private_stop(user):
+    return {"type": "private_stop", "user": user}
+
+
+# Peer to peer -----------------------------------------------------------------
+
+def peer_hello(user, token):
+    return {"type": "peer_hello", "version": PROTOCOL_VERSION, "user": user, "token": token}
+
+
+def peer_ok(user):
+    return {"type": "peer_ok", "user": user}
+
+
+def private(text):
+    return {"type": "private", "text": text}
+
+
+def stop():
+    return {"type": "stop"}
+
+
+# Reading ----------------------------------------------------------------------
+
+def speaks_our_version(frame):
+    """True if a hello (or peer_hello) names PROTOCOL_VERSION, as an integer:
+    JSON's true and 1.0 are not 1."""
+    version = frame.get("version")
+    return type(version) is int and version == PROTOCOL_VERSION
+
+
+def string(frame, name):
+    """Member `name` of `frame`, which must be a string."""
+    value = frame.get(name)
+    if not isinstance(value, str):
+        raise MalformedFrame(f"{frame['type']!r} frame needs a string {name!r}")
+    return value
+
+
+def p2p_port(frame):
+    """(port, certificate fingerprint or None) from a password frame's p2p
+    member, or None without one. Any host it names is not read."""
+    p2p = frame.get("p2p")
+    if p2p is None:
+        return None
+    port = p2p.get("port") if isinstance(p2p, dict) else None
+    if type(port) is not int or not 1 <= port <= 65535:
+        raise MalformedFrame("p2p needs a port 1-65535")
+    fingerprint = p2p.get("fingerprint")
+    if fingerprint is not None and (not isinstance(fingerprint, str) or len(fingerprint) != 64):
+        raise MalformedFrame("p2p fingerprint must be 64 hex digits")
+    return port, fingerprint

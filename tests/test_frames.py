@@ -1,0 +1,43 @@
+"""Unit tests of frames.py: what the builders write and the readers accept."""
+
+import pytest
+
+from greenchat import frames
+from greenchat.codec import encode, parse
+from greenchat.errors import MalformedFrame
+
+
+def test_builders_write_the_frames_of_the_protocol():
+    assert frames.message("yoda", "hi") == {"type": "message", "from": "yoda", "text": "hi"}
+    assert frames.message("yoda", "hi", broadcast=True)["broadcast"] is True
+    stored = frames.message("yoda", "hi", sent_at=5.0)
+    assert (stored["sent_at"], stored["offline"]) == (5.0, True)
+    assert frames.login(frames.ASK_PASSWORD) == {"type": "login", "status": "password"}
+    assert frames.reply(7, ["a"], private={"x": 1}) == \
+        {"type": "reply", "id": 7, "ok": True, "lines": ["a"], "private": {"x": 1}}
+    assert frames.failure(7, "Error. X") == {"type": "reply", "id": 7, "ok": False,
+                                             "lines": ["Error. X"]}
+    assert frames.password("pw") == {"type": "password", "password": "pw"}
+    assert frames.password("pw", "h", 4444, "f" * 64)["p2p"] == \
+        {"host": "h", "port": 4444, "fingerprint": "f" * 64}
+    for frame in (frames.hello("c"), frames.bye(frames.LOGOUT, "Goodbye"), frames.stop()):
+        assert parse(encode(frame)[:-1]) == frame       # round trip through the codec
+
+
+@pytest.mark.parametrize("version,ok", [(1, True), (2, False), (True, False), (1.0, False),
+                                        ("1", False), (None, False)])
+def test_only_the_integer_version_is_ours(version, ok):
+    assert frames.speaks_our_version({"type": "hello", "version": version}) is ok
+
+
+def test_readers_check_member_types():
+    assert frames.string({"type": "command", "line": "x"}, "line") == "x"
+    with pytest.raises(MalformedFrame):
+        frames.string({"type": "command", "line": 5}, "line")
+    assert frames.p2p_port({"type": "password"}) is None
+    assert frames.p2p_port({"type": "password", "p2p": {"host": "evil", "port": 80}}) == \
+        (80, None)
+    for bad in ({"port": 0}, {"port": True}, {"port": "80"}, [], {"port": 80, "fingerprint": 1},
+                {"port": 80, "fingerprint": "abc"}):
+        with pytest.raises(MalformedFrame):
+            frames.p2p_port({"type": "password", "p2p": bad})
