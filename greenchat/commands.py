@@ -1,11 +1,12 @@
 """The one command table.
 
 Every command a user can type is declared here once: its name, the arguments
-it takes and where it runs (on the server, over a peer link, or in the client
-alone). `parse_line` is the single path for argument checks and unknown
+it takes, where it runs (on the server, over a peer link, or in the client
+alone), and what else a client needs to know of it (its answer lists user
+names). `parse_line` is the single path for argument checks and unknown
 commands: whatever it rejects becomes `Error. Invalid command`, on either side.
 
-A line holding a lone surrogate (JSON can carry "\ud800", UTF-8 cannot) is
+A line holding a lone surrogate (JSON can carry "\\ud800", UTF-8 cannot) is
 refused like any other invalid line, so no text that cannot be stored, sent
 or shown as UTF-8 gets past the parser.
 
@@ -14,9 +15,10 @@ Argument kinds:
   "seconds" a non-negative decimal integer of at most 10 ASCII digits
   "text"    the rest of the line, verbatim (spaces and quotes kept); non-empty
 
-Handlers are collected by name: the server's `cmd_<name>` methods implement
-the "server" commands, the client's implement "peer" and "local" ones. Each
-handler's docstring shows its syntax.
+The server and the client each map the specs they run to their handlers in
+a table of their own, keyed by these specs (chat.py, client.py);
+`unhandled` names any spec a table misses. Each handler's docstring shows
+its syntax.
 """
 
 import re
@@ -33,28 +35,30 @@ class CommandSpec:
     args: tuple
     where: str
     summary: str
+    lists_users: bool = False      # its answer's lines are user names
 
     @property
     def syntax(self):
         return " ".join((self.name,) + tuple(a.upper() for a in self.args))
 
 
-_SPECS = (
-    CommandSpec("message", ("user", "text"), SERVER,
-                "send TEXT to USER (stored if USER is offline)"),
-    CommandSpec("broadcast", ("text",), SERVER, "send TEXT to every online user"),
-    CommandSpec("whoelse", (), SERVER, "list the other users online now"),
-    CommandSpec("whoelsesince", ("seconds",), SERVER, "list the users online in the last SECONDS"),
-    CommandSpec("block", ("user",), SERVER, "stop USER's messages and presence reaching you"),
-    CommandSpec("unblock", ("user",), SERVER, "undo a block"),
-    CommandSpec("logout", (), SERVER, "end the session"),
-    CommandSpec("startprivate", ("user",), SERVER, "open a direct private link to USER"),
-    CommandSpec("private", ("user", "text"), PEER, "send TEXT to USER over the private link"),
-    CommandSpec("stopprivate", ("user",), PEER, "close the private link to USER"),
-    CommandSpec("help", (), LOCAL, "list the commands"),
-)
+MESSAGE = CommandSpec("message", ("user", "text"), SERVER,
+                      "send TEXT to USER (stored if USER is offline)")
+BROADCAST = CommandSpec("broadcast", ("text",), SERVER, "send TEXT to every online user")
+WHOELSE = CommandSpec("whoelse", (), SERVER, "list the other users online now", lists_users=True)
+WHOELSESINCE = CommandSpec("whoelsesince", ("seconds",), SERVER,
+                           "list the users online in the last SECONDS", lists_users=True)
+BLOCK = CommandSpec("block", ("user",), SERVER, "stop USER's messages and presence reaching you")
+UNBLOCK = CommandSpec("unblock", ("user",), SERVER, "undo a block")
+LOGOUT = CommandSpec("logout", (), SERVER, "end the session")
+STARTPRIVATE = CommandSpec("startprivate", ("user",), SERVER, "open a direct private link to USER")
+PRIVATE = CommandSpec("private", ("user", "text"), PEER, "send TEXT to USER over the private link")
+STOPPRIVATE = CommandSpec("stopprivate", ("user",), PEER, "close the private link to USER")
+HELP = CommandSpec("help", (), LOCAL, "list the commands")
 
-COMMANDS = {spec.name: spec for spec in _SPECS}
+COMMANDS = {spec.name: spec for spec in (MESSAGE, BROADCAST, WHOELSE, WHOELSESINCE, BLOCK,
+                                         UNBLOCK, LOGOUT, STARTPRIVATE, PRIVATE, STOPPRIVATE,
+                                         HELP)}
 
 
 _WORD = re.compile(r"\s*(\S+)")
@@ -103,7 +107,8 @@ def parse_line(line):
     return spec, tuple(args)
 
 
-def handlers_missing(obj, where):
-    """Names of `where` commands that `obj` has no cmd_<name> method for."""
-    return [s.name for s in _SPECS
-            if s.where == where and not callable(getattr(obj, "cmd_" + s.name, None))]
+def unhandled(handlers, *where):
+    """Names of the commands run in `where` that the table `handlers` (spec
+    -> handler) has no handler for."""
+    return [spec.name for spec in COMMANDS.values()
+            if spec.where in where and spec not in handlers]

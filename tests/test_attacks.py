@@ -13,6 +13,7 @@ import gevent
 import pytest
 
 from greenchat import certs, texts, tls
+from greenchat.commands import WHOELSE
 
 from support import Agent, HubTicker, User
 
@@ -195,13 +196,13 @@ def test_an_unexpected_error_ends_one_session_cleanly(make_server, caplog):
 
     def broken(session, *args):
         raise RuntimeError("a bug")
-    server.cmd_whoelse = broken             # a handler with a bug, for bob's command
+    server.chat.handlers[WHOELSE] = broken  # a handler with a bug, for bob's command
     bob.send({"type": "command", "id": 1, "line": "whoelse"})
     # (After trying for 5 s to flush what bob's mailbox holds.)
     carol.wait_for(lambda f: f == {"type": "presence", "user": "bob", "online": False},
                    timeout=15)
     assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)
-    del server.cmd_whoelse
+    server.chat.handlers[WHOELSE] = server.chat.whoelse
     # Everything bob never got is stored, his logout recorded, others unharmed.
     assert_stored_from(server, "bob", 599)
     assert "bob" in carol.command("whoelsesince 60")[1]["lines"]

@@ -66,12 +66,12 @@ def test_link_messages_both_ways_and_stop(users):
 
 def test_private_messages_never_pass_through_the_server(server, users, monkeypatch):
     seen = []
-    original = server._dispatch
+    original = server.chat.handle
 
-    def spy(session, frame):
-        seen.append(frame.get("line"))
-        return original(session, frame)
-    monkeypatch.setattr(server, "_dispatch", spy)
+    def spy(session, line):
+        seen.append(line)
+        return original(session, line)
+    monkeypatch.setattr(server.chat, "handle", spy)
     alice, bob = users("alice", "bob")
     link(alice, bob)
     alice.type("private bob for your eyes only")

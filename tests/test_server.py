@@ -9,7 +9,8 @@ from gevent import socket
 
 from greenchat import texts
 from greenchat.codec import encode
-from greenchat.server.server import PRESENCE_BATCH, PRESENCE_DELIVERIES
+from greenchat.server.presence import BATCH as PRESENCE_BATCH
+from greenchat.server.presence import DELIVERIES as PRESENCE_DELIVERIES
 
 from support import PASSWORD, Agent, exchange_until_closed
 
@@ -448,11 +449,11 @@ def test_presence_is_batched_but_keeps_order_and_who_was_there(server):
 
 def test_presence_waits_longer_only_with_many_users_online(server):
     # The wait bounds presence deliveries to PRESENCE_DELIVERIES a second.
-    assert server.presence_wait() == PRESENCE_BATCH
+    assert server.chat.presence.wait() == PRESENCE_BATCH
     server.online.update({f"ghost{i}": None for i in range(10_000)})
     try:
-        assert server.presence_wait() == pytest.approx(0.5)
-        assert 10_000 / server.presence_wait() <= PRESENCE_DELIVERIES
+        assert server.chat.presence.wait() == pytest.approx(0.5)
+        assert 10_000 / server.chat.presence.wait() <= PRESENCE_DELIVERIES
     finally:
         for i in range(10_000):
             del server.online[f"ghost{i}"]

@@ -49,10 +49,10 @@ from contextlib import contextmanager
 import gevent
 from gevent.event import AsyncResult, Event
 
-from greenchat import __version__, frames, texts, tls
+from greenchat import __version__, commands, frames, texts, tls
 from greenchat.client import peer
 from greenchat.client.console import default_history_path, visible
-from greenchat.commands import COMMANDS, LOCAL, PEER, parse_line
+from greenchat.commands import COMMANDS, parse_line
 from greenchat.errors import GreenchatError, InvalidCommand, ProtocolError, TLSError
 from greenchat.transport import FrameConnection
 
@@ -85,7 +85,14 @@ class Client:
         self.links = {}          # peer name -> PeerLink
         self.listener = None
         self.seen_users = set()  # names Tab completes
-        self._sent_lines = {}
+        self._asked = None       # the spec of the command whose answer is awaited
+        self._on = {"message": self._on_message, "presence": self._on_presence,
+                    "reply": self._on_reply, "private_offer": self._on_offer,
+                    "private_stop": self._on_private_stop, "bye": self._on_end,
+                    "error": self._on_end}
+        self.handlers = {commands.PRIVATE: self.cmd_private,
+                          commands.STOPPRIVATE: self.cmd_stopprivate,
+                          commands.HELP: self.cmd_help}
         # Built before connecting, so a bad --ca file is a usage error.
         self.tls_context = (tls.client_context(config.ca, config.insecure)
                             if config.tls else None)
@@ -282,47 +289,52 @@ class Client:
 
     def _on_frame(self, frame):
         """Act on one frame from the server; True if it ended the session."""
-        show = self.console.show
-        kind = frame["type"]
-        if kind == "message":
-            text, sender = _string(frame, "text"), _string(frame, "from")
-            if text is not None:
-                self._saw(sender)
-                show(texts.message_line("?" if sender is None else sender, text),
-                     "self" if self.user and self.user in text else None)
-        elif kind == "presence":
-            user, online = _string(frame, "user"), frame.get("online")
-            if user is not None and isinstance(online, bool):
-                self._saw(user)
-                show(texts.presence_line(user, online), "presence")
-        elif kind == "reply":
-            self._on_reply(frame)
-        elif kind == "private_offer":
-            sender, token = _string(frame, "from"), _string(frame, "token")
+        handler = self._on.get(frame["type"])
+        if handler is None:
+            log.debug("ignoring unknown frame type %r", frame["type"])
+            return False
+        return handler(frame)
+
+    def _on_message(self, frame):
+        text, sender = _string(frame, "text"), _string(frame, "from")
+        if text is not None:
             self._saw(sender)
-            if self.listener is not None and sender is not None and token is not None:
-                self.listener.offer(sender, token)
-        elif kind == "private_stop":
-            user = _string(frame, "user")
-            if user is not None:
-                self._end_link(user)
-        elif kind in ("bye", "error"):
-            text = _strict(frame, "text")
-            reason = _strict(frame, "reason") if kind == "bye" else None
-            if text is not None:
-                show(text)
-            self._finish(0 if reason in ("logout", "idle") else 1)
-            return True
-        else:
-            log.debug("ignoring unknown frame type %r", kind)
-        return False
+            self.console.show(texts.message_line("?" if sender is None else sender, text),
+                              "self" if self.user and self.user in text else None)
+
+    def _on_presence(self, frame):
+        user, online = _string(frame, "user"), frame.get("online")
+        if user is not None and isinstance(online, bool):
+            self._saw(user)
+            self.console.show(texts.presence_line(user, online), "presence")
+
+    def _on_offer(self, frame):
+        sender, token = _string(frame, "from"), _string(frame, "token")
+        self._saw(sender)
+        if self.listener is not None and sender is not None and token is not None:
+            self.listener.offer(sender, token)
+
+    def _on_private_stop(self, frame):
+        user = _string(frame, "user")
+        if user is not None:
+            self._end_link(user)
+
+    def _on_end(self, frame):
+        """A bye or an error frame: the session is over."""
+        text = _strict(frame, "text")
+        reason = _strict(frame, "reason") if frame["type"] == "bye" else None
+        if text is not None:
+            self.console.show(text)
+        self._finish(0 if reason in (frames.LOGOUT, frames.IDLE) else 1)
+        return True
 
     def _on_reply(self, frame):
         lines = frame.get("lines")
         lines = [line for line in lines if isinstance(line, str)] \
             if isinstance(lines, list) else []
         request_id = _integer(frame.get("id"))
-        if self._lists_users(request_id):
+        if request_id is not None and request_id == self._next_id and \
+                self._asked is not None and self._asked.lists_users:
             for line in lines:
                 self._saw(line)
         for line in lines:
@@ -344,11 +356,6 @@ class Client:
         """Remember a user name seen in presence, messages or a user list."""
         if _completable(user) and len(self.seen_users) < MAX_SEEN_USERS:
             self.seen_users.add(user)
-
-    def _lists_users(self, request_id):
-        """True if the reply to `request_id` lists user names (whoelse, whoelsesince)."""
-        line = self._sent_lines.get(request_id, "")
-        return line.split(" ", 1)[0] in ("whoelse", "whoelsesince")
 
     def completions(self, words):
         """Candidates for the word after `words`: a command name first, then a
@@ -383,31 +390,31 @@ class Client:
                     spec, args = parse_line(line)
                 except InvalidCommand:
                     spec, args = None, ()
-                if spec is not None and spec.where in (LOCAL, PEER):
-                    getattr(self, "cmd_" + spec.name)(*args)
+                if spec in self.handlers:
+                    self.handlers[spec](*args)
                     self._prompt()
                     continue
-                if spec is not None and spec.name == "startprivate" and args[0] in self.links:
+                if spec is commands.STARTPRIVATE and args[0] in self.links:
                     # Only this client knows its links; the server checks the rest.
                     self.console.show(texts.private_already_active(args[0]))
                     self._prompt()
                     continue
-                self._send_command(line)
+                self._send_command(line, spec)
                 self._answered.wait(REPLY_WAIT)
         except GreenchatError as exc:
             log.debug("keyboard ended: %s", exc)
             self._lost()
 
-    def _send_command(self, line):
+    def _send_command(self, line, spec=None):
+        """Send a typed line (its spec, if it parsed) as the next command."""
         self._next_id += 1
         self._answered.clear()
-        # Only the latest is needed: the keyboard waits for each reply.
-        self._sent_lines = {self._next_id: line}
+        self._asked = spec        # the keyboard waits for each reply in turn
         self.conn.send(frames.command(self._next_id, line))
 
     def _request_logout(self):
         try:
-            self._send_command("logout")
+            self._send_command("logout", commands.LOGOUT)
         except GreenchatError:
             self._finish(1)
 
