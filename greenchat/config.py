@@ -1,13 +1,19 @@
 """Configuration: one validated, immutable object per program, built from argv.
 
-argparse does the parsing (a bad argument prints the usage line and exits 2);
-the dataclasses validate ranges so that code built on them never sees an
-impossible value. Nothing here is global: the programs pass the object on.
+Every setting is written once, as a field of ServerConfig or ClientConfig:
+its default, the values it may take and how the command line spells it
+(`option`; `setting` for one without a flag). The dataclass's validation and
+the program's argparse parser are both built from those fields, so they
+cannot drift apart. argparse does the parsing (a bad argument prints the
+usage line and exits 2); the dataclasses check again, so that code built on
+them never sees an impossible value. Nothing here is global: the programs
+pass the object on.
 """
 
 import argparse
 import dataclasses
 import logging
+import math
 import os
 from dataclasses import dataclass
 
@@ -15,60 +21,127 @@ from greenchat import __version__
 from greenchat.codec import DEFAULT_MAX_FRAME
 from greenchat.errors import ConfigError
 
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers from `low` to `high`, `low` itself excluded if `above`;
+    `words` name them in an error message ("port must be <words>")."""
+    low: float
+    high: float
+    words: str
+    above: bool = False
+
+    def __contains__(self, value):
+        return (self.low < value if self.above else self.low <= value) and value <= self.high
+
+
+def between(low, high, unit=""):
+    return Range(low, high, f"{low}-{high}{unit}")
+
+
+def at_least(low, unit=""):
+    return Range(low, math.inf, f"at least {low}{unit}")
+
+
+PORTS = between(0, 65535)
+SECONDS = Range(0, math.inf, "a positive number of seconds", above=True)
+COUNT = at_least(1)
 LOG_LEVELS = ("debug", "info", "warning", "error")
-DEFAULT_PORT = 4000
-DEFAULT_BLOCK_DURATION = 60.0
-DEFAULT_TIMEOUT = 600.0
+
+
+def option(flag, default=dataclasses.MISSING, within=None, **argparse_kwargs):
+    """A config field with a command-line argument spelt `flag`: "--name" for
+    an option, "NAME" for a positional argument (optional if it has a
+    default). `within`: a Range, or a tuple of choices. A bool field is a
+    switch that turns its default around. `argparse_kwargs` (help, metavar)
+    go to add_argument as they are."""
+    return dataclasses.field(default=default, metadata={
+        "flag": flag, "within": within, "argparse": argparse_kwargs})
+
+
+def setting(default, within=None):
+    """A validated config field with no command-line argument."""
+    return option(None, default, within)
+
+
+def _words(within):
+    return within.words if isinstance(within, Range) else "one of " + ", ".join(within)
+
+
+def _validate(config):
+    for field in dataclasses.fields(config):
+        within, value = field.metadata.get("within"), getattr(config, field.name)
+        if within is not None and value not in within:
+            raise ConfigError(f"{field.name} must be {_words(within)}, got {value!r}")
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    port: int
-    block_duration: float
-    timeout: float
-    host: str = "0.0.0.0"
-    credentials: str = "credentials.txt"
-    data_dir: str = "greenchat-data"
-    log_level: str = "info"
-    max_frame: int = DEFAULT_MAX_FRAME
-    mailbox_limit: int = 10_000
-    mailbox_limit_bytes: int = 4 * 1024 * 1024
-    offline_limit: int = 10_000
-    offline_limit_bytes: int = 16 * 1024 * 1024
-    login_timeout: float = 120.0
-    failed_logins: int = 3
-    backlog: int = 1024
-    command_rate: float = 20.0
-    command_burst: int = 100
-    max_connections: int = 20_000
-    max_per_address: int = 200
-    ipv4_prefix: int = 24
-    ipv6_prefix: int = 64
-    tls_cert: str = None
-    tls_key: str = None
+    port: int = option("PORT", 4000, PORTS,
+                       help="TCP port to listen on, 0 for any free one (default: %(default)s)")
+    block_duration: float = option(
+        "BLOCK_DURATION", 60.0, SECONDS,
+        help="seconds an account stays locked after 3 wrong passwords (default: %(default)s)")
+    timeout: float = option("TIMEOUT", 600.0, SECONDS,
+                            help="seconds without a command before a user is logged out "
+                                 "(default: %(default)s)")
+    host: str = option("--host", "0.0.0.0", help="address to listen on (default: %(default)s)")
+    credentials: str = option("--credentials", "credentials.txt", metavar="FILE",
+                              help="accounts file (default: ./%(default)s)")
+    data_dir: str = option("--data", "greenchat-data", metavar="DIR",
+                           help="directory for the database, created if missing "
+                                "(default: ./%(default)s)")
+    log_level: str = option("--log-level", "info", LOG_LEVELS)
+    max_frame: int = option("--max-frame", DEFAULT_MAX_FRAME, at_least(1024, " bytes"),
+                            metavar="BYTES",
+                            help="largest frame a client may send (default: %(default)s)")
+    mailbox_limit: int = option("--mailbox-limit", 10_000, COUNT, metavar="N",
+                                help="undelivered frames a client may fall behind by before "
+                                     "it is disconnected (default: %(default)s)")
+    mailbox_limit_bytes: int = option("--mailbox-limit-bytes", 4 * 1024 * 1024, COUNT,
+                                      metavar="BYTES",
+                                      help="undelivered bytes a client may fall behind by "
+                                           "before it is disconnected (default: %(default)s)")
+    offline_limit: int = option("--offline-limit", 10_000, COUNT, metavar="N",
+                                help="messages stored for one offline user; a message past it "
+                                     "is refused (default: %(default)s)")
+    offline_limit_bytes: int = option("--offline-limit-bytes", 16 * 1024 * 1024, COUNT,
+                                      metavar="BYTES",
+                                      help="bytes of text stored for one offline user, likewise "
+                                           "(default: %(default)s)")
+    login_timeout: float = option("--login-timeout", 120.0, SECONDS, metavar="SECONDS",
+                                  help="time a connection has to log in (default: %(default)s)")
+    failed_logins: int = setting(3, COUNT)
+    backlog: int = setting(1024, COUNT)
+    command_rate: float = option("--command-rate", 20.0, Range(0, math.inf, "0 (no limit) or more"),
+                                 metavar="PER_SECOND",
+                                 help="frames (commands, and the login's before them) a "
+                                      "connection may send per second after its burst; 0 for "
+                                      "no limit (default: %(default)s)")
+    command_burst: int = option("--command-burst", 100, COUNT, metavar="N",
+                                help="frames a connection may send at once (default: %(default)s)")
+    max_connections: int = option("--max-connections", 20_000, COUNT, metavar="N",
+                                  help="connections the server accepts at once "
+                                       "(default: %(default)s)")
+    max_per_address: int = option("--max-per-address", 200, COUNT, metavar="N",
+                                  help="connections one network may hold (see --ipv4-prefix, "
+                                       "--ipv6-prefix; default: %(default)s)")
+    ipv4_prefix: int = option("--ipv4-prefix", 24, between(8, 32, " bits"), metavar="BITS",
+                              help="connections are counted for --max-per-address per network "
+                                   "of this many bits: IPv4 clients (default: %(default)s)")
+    ipv6_prefix: int = option("--ipv6-prefix", 64, between(16, 128, " bits"), metavar="BITS",
+                              help="the same for IPv6 clients; an IPv4-mapped IPv6 address "
+                                   "counts as its IPv4 address (default: %(default)s)")
+    tls_cert: str = option("--tls-cert", None, metavar="FILE",
+                           help="serve TLS with this certificate (PEM; greenchat-admin mkcert "
+                                "makes one)")
+    tls_key: str = option("--tls-key", None, metavar="FILE",
+                          help="the private key of --tls-cert (PEM)")
 
     def __post_init__(self):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be 0-65535, got {self.port}")
-        for name in ("block_duration", "timeout", "login_timeout"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be a positive number of seconds")
-        if self.command_rate < 0:
-            raise ConfigError("command_rate must be 0 (no limit) or more")
-        for name in ("max_frame", "mailbox_limit", "mailbox_limit_bytes", "offline_limit",
-                     "offline_limit_bytes", "failed_logins", "backlog",
-                     "command_burst", "max_connections", "max_per_address"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1")
-        for name, low, high in (("ipv4_prefix", 8, 32), ("ipv6_prefix", 16, 128)):
-            if not low <= getattr(self, name) <= high:
-                raise ConfigError(f"{name} must be {low}-{high} bits")
-        if self.max_frame < 1024:
-            raise ConfigError("max_frame must be at least 1024 bytes")
-        if self.log_level not in LOG_LEVELS:
-            raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+        _validate(self)
 
     @property
     def database(self):
@@ -77,142 +150,92 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class ClientConfig:
-    host: str
-    port: int
+    host: str = option("HOST", help="server address")
+    port: int = option("PORT", within=between(1, 65535), help="server port")
     connect_timeout: float = 10.0
     max_frame: int = DEFAULT_MAX_FRAME
-    p2p_host: str = None
-    p2p_port: int = 0
-    user: str = None
-    color: bool = True
-    tls: bool = False
-    ca: str = None
-    insecure: bool = False
-    history: bool = True
+    p2p_host: str = option("--p2p-host", None, metavar="ADDR",
+                           help="address to listen on for private links, 0.0.0.0 for all "
+                                "(default: the address this client reaches the server from); "
+                                "peers are told the address the server sees this client at, "
+                                "never this one")
+    p2p_port: int = option("--p2p-port", 0, PORTS, metavar="PORT",
+                           help="port to accept private links on (default: any free port)")
+    user: str = option("--user", None, metavar="NAME",
+                       help="log in as NAME (the password is still asked)")
+    color: bool = option("--no-color", True,
+                         help="no colours on a terminal (so does a non-empty NO_COLOR variable)")
+    history: bool = option("--no-history", True,
+                           help="do not keep typed lines in $XDG_DATA_HOME/greenchat/history "
+                                "(default: ~/.local/share/greenchat/history)")
+    tls: bool = option("--tls", False,
+                       help="connect with TLS, verifying the server's certificate; private "
+                            "links use TLS too")
+    ca: str = option("--ca", None, metavar="FILE",
+                     help="trust the certificates in FILE (PEM) instead of the system's")
+    insecure: bool = option("--insecure", False,
+                            help="with --tls: do not verify the server's certificate")
 
     def __post_init__(self):
         if (self.ca is not None or self.insecure) and not self.tls:
             raise ConfigError("--ca and --insecure need --tls")
         if self.ca is not None and self.insecure:
             raise ConfigError("--ca and --insecure exclude each other")
-        if not 1 <= self.port <= 65535:
-            raise ConfigError(f"port must be 1-65535, got {self.port}")
-        if not 0 <= self.p2p_port <= 65535:
-            raise ConfigError(f"p2p port must be 0-65535, got {self.p2p_port}")
+        _validate(self)
 
 
-def _positive_seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
-    return value
-
-
-def _port(text, lowest=0):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not lowest <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range {lowest}-65535: {text!r}")
-    return value
-
-
-def _non_negative(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
-    return value
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
-def _bits(low, high):
-    """An argparse type: a whole number of bits from `low` to `high`."""
+def _number(kind, within):
+    """An argparse type: text to a finite `kind` (int or float) within `within`."""
     def parse(text):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number of bits: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be {low}-{high} bits: {text!r}")
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+        if value not in within:
+            raise argparse.ArgumentTypeError(f"must be {within.words}, got {text!r}")
         return value
     return parse
 
 
+def add_argument(parser, config_class, name):
+    """Give `parser` the command-line argument of `config_class`'s field `name`."""
+    field = next(f for f in dataclasses.fields(config_class) if f.name == name)
+    flag, within = field.metadata["flag"], field.metadata["within"]
+    kwargs = dict(field.metadata["argparse"])
+    if field.type is bool:              # the annotation itself: no postponed annotations here
+        kwargs["action"] = "store_false" if field.default else "store_true"
+    elif isinstance(within, tuple):
+        kwargs["choices"] = within
+    elif within is not None:
+        kwargs["type"] = _number(field.type, within)
+    if field.default is not dataclasses.MISSING:
+        kwargs["default"] = field.default
+    if flag.startswith("-"):
+        parser.add_argument(flag, dest=name, **kwargs)
+    else:
+        parser.add_argument(name, metavar=flag, nargs="?" if "default" in kwargs else None,
+                            **kwargs)
+
+
+def _parser(config_class, prog, description):
+    """The parser of every field of `config_class` that has a flag, in field order."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for field in dataclasses.fields(config_class):
+        if field.metadata.get("flag"):
+            add_argument(parser, config_class, field.name)
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    return parser
+
+
 def server_parser():
-    p = argparse.ArgumentParser(
-        prog="greenchat-server",
-        description="Run the greenchat server.")
-    p.add_argument("port", type=_port, metavar="PORT", nargs="?", default=DEFAULT_PORT,
-                   help="TCP port to listen on, 0 for any free one (default: %(default)s)")
-    p.add_argument("block_duration", type=_positive_seconds, metavar="BLOCK_DURATION", nargs="?",
-                   default=DEFAULT_BLOCK_DURATION,
-                   help="seconds an account stays locked after 3 wrong passwords "
-                        "(default: %(default)s)")
-    p.add_argument("timeout", type=_positive_seconds, metavar="TIMEOUT", nargs="?",
-                   default=DEFAULT_TIMEOUT,
-                   help="seconds without a command before a user is logged out "
-                        "(default: %(default)s)")
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
-    p.add_argument("--credentials", default="credentials.txt", metavar="FILE",
-                   help="accounts file (default: ./%(default)s)")
-    p.add_argument("--data", default="greenchat-data", metavar="DIR", dest="data_dir",
-                   help="directory for the database, created if missing (default: ./%(default)s)")
-    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
-    p.add_argument("--max-frame", type=_positive_int, default=DEFAULT_MAX_FRAME, metavar="BYTES",
-                   help="largest frame a client may send (default: %(default)s)")
-    p.add_argument("--mailbox-limit", type=_positive_int, default=10_000, metavar="N",
-                   help="undelivered frames a client may fall behind by before it is "
-                        "disconnected (default: %(default)s)")
-    p.add_argument("--mailbox-limit-bytes", type=_positive_int, default=4 * 1024 * 1024,
-                   metavar="BYTES",
-                   help="undelivered bytes a client may fall behind by before it is "
-                        "disconnected (default: %(default)s)")
-    p.add_argument("--offline-limit", type=_positive_int, default=10_000, metavar="N",
-                   help="messages stored for one offline user; a message past it is "
-                        "refused (default: %(default)s)")
-    p.add_argument("--offline-limit-bytes", type=_positive_int, default=16 * 1024 * 1024,
-                   metavar="BYTES",
-                   help="bytes of text stored for one offline user, likewise "
-                        "(default: %(default)s)")
-    p.add_argument("--login-timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
-                   help="time a connection has to log in (default: %(default)s)")
-    p.add_argument("--command-rate", type=_non_negative, default=20.0, metavar="PER_SECOND",
-                   help="frames (commands, and the login's before them) a connection may send "
-                        "per second after its burst; 0 for no limit (default: %(default)s)")
-    p.add_argument("--command-burst", type=_positive_int, default=100, metavar="N",
-                   help="frames a connection may send at once (default: %(default)s)")
-    p.add_argument("--max-connections", type=_positive_int, default=20_000, metavar="N",
-                   help="connections the server accepts at once (default: %(default)s)")
-    p.add_argument("--max-per-address", type=_positive_int, default=200, metavar="N",
-                   help="connections one network may hold (see --ipv4-prefix, --ipv6-prefix; "
-                        "default: %(default)s)")
-    p.add_argument("--ipv4-prefix", type=_bits(8, 32), default=24, metavar="BITS",
-                   help="connections are counted for --max-per-address per network of this "
-                        "many bits: IPv4 clients (default: %(default)s)")
-    p.add_argument("--ipv6-prefix", type=_bits(16, 128), default=64, metavar="BITS",
-                   help="the same for IPv6 clients; an IPv4-mapped IPv6 address counts as its "
-                        "IPv4 address (default: %(default)s)")
-    p.add_argument("--tls-cert", metavar="FILE",
-                   help="serve TLS with this certificate (PEM; greenchat-admin mkcert makes one)")
-    p.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
-    p.add_argument("--version", action="version", version=f"greenchat-server {__version__}")
-    return p
+    return _parser(ServerConfig, "greenchat-server", "Run the greenchat server.")
+
+
+def client_parser():
+    return _parser(ClientConfig, "greenchat-client", "Connect to a greenchat server.")
 
 
 def _parse(parser, config_class, argv):
@@ -226,34 +249,6 @@ def _parse(parser, config_class, argv):
 
 def parse_server_args(argv):
     return _parse(server_parser(), ServerConfig, argv)
-
-
-def client_parser():
-    p = argparse.ArgumentParser(prog="greenchat-client",
-                                description="Connect to a greenchat server.")
-    p.add_argument("host", metavar="HOST", help="server address")
-    p.add_argument("port", type=lambda t: _port(t, 1), metavar="PORT", help="server port")
-    p.add_argument("--p2p-host", metavar="ADDR",
-                   help="address to listen on for private links, 0.0.0.0 for all (default: "
-                        "the address this client reaches the server from); peers are told the "
-                        "address the server sees this client at, never this one")
-    p.add_argument("--p2p-port", type=_port, default=0, metavar="PORT",
-                   help="port to accept private links on (default: any free port)")
-    p.add_argument("--user", metavar="NAME", help="log in as NAME (the password is still asked)")
-    p.add_argument("--no-color", dest="color", action="store_false",
-                   help="no colours on a terminal (so does a non-empty NO_COLOR variable)")
-    p.add_argument("--no-history", dest="history", action="store_false",
-                   help="do not keep typed lines in $XDG_DATA_HOME/greenchat/history "
-                        "(default: ~/.local/share/greenchat/history)")
-    p.add_argument("--tls", action="store_true",
-                   help="connect with TLS, verifying the server's certificate; private links "
-                        "use TLS too")
-    p.add_argument("--ca", metavar="FILE",
-                   help="trust the certificates in FILE (PEM) instead of the system's")
-    p.add_argument("--insecure", action="store_true",
-                   help="with --tls: do not verify the server's certificate")
-    p.add_argument("--version", action="version", version=f"greenchat-client {__version__}")
-    return p
 
 
 def parse_client_args(argv, environ=None):

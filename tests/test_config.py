@@ -1,8 +1,17 @@
 """Unit tests of the validated configuration built from the command line."""
 
+import dataclasses
+
 import pytest
 
-from greenchat.config import ClientConfig, ServerConfig, parse_client_args, parse_server_args
+from greenchat.config import (
+    ClientConfig,
+    ServerConfig,
+    client_parser,
+    parse_client_args,
+    parse_server_args,
+    server_parser,
+)
 from greenchat.errors import ConfigError
 
 
@@ -117,3 +126,157 @@ def test_bad_network_prefixes_print_usage_and_exit_2(argv, capsys):
         parse_server_args(argv)
     assert info.value.code == 2
     assert "usage: greenchat-server" in capsys.readouterr().err
+
+
+# Every argument of greenchat-server: argv giving it a value other than its
+# default, the field it sets and that value.
+SERVER_ARGUMENTS = [
+    (["7000"], "port", 7000),
+    (["1", "5"], "block_duration", 5.0),
+    (["1", "1", "9"], "timeout", 9.0),
+    (["--host", "127.0.0.1"], "host", "127.0.0.1"),
+    (["--credentials", "c.txt"], "credentials", "c.txt"),
+    (["--data", "d"], "data_dir", "d"),
+    (["--log-level", "debug"], "log_level", "debug"),
+    (["--max-frame", "2048"], "max_frame", 2048),
+    (["--mailbox-limit", "5"], "mailbox_limit", 5),
+    (["--mailbox-limit-bytes", "9000"], "mailbox_limit_bytes", 9000),
+    (["--offline-limit", "6"], "offline_limit", 6),
+    (["--offline-limit-bytes", "7000"], "offline_limit_bytes", 7000),
+    (["--login-timeout", "3.5"], "login_timeout", 3.5),
+    (["--command-rate", "0"], "command_rate", 0.0),
+    (["--command-burst", "7"], "command_burst", 7),
+    (["--max-connections", "8"], "max_connections", 8),
+    (["--max-per-address", "9"], "max_per_address", 9),
+    (["--ipv4-prefix", "16"], "ipv4_prefix", 16),
+    (["--ipv6-prefix", "48"], "ipv6_prefix", 48),
+    (["--tls-cert", "c.pem", "--tls-key", "k.pem"], "tls_cert", "c.pem"),
+    (["--tls-key", "k.pem", "--tls-cert", "c.pem"], "tls_key", "k.pem"),
+]
+
+CLIENT_ARGUMENTS = [
+    (["h", "1"], "host", "h"),
+    (["h", "4001"], "port", 4001),
+    (["h", "1", "--p2p-host", "0.0.0.0"], "p2p_host", "0.0.0.0"),
+    (["h", "1", "--p2p-port", "5001"], "p2p_port", 5001),
+    (["h", "1", "--user", "hans"], "user", "hans"),
+    (["h", "1", "--no-color"], "color", False),
+    (["h", "1", "--no-history"], "history", False),
+    (["h", "1", "--tls"], "tls", True),
+    (["h", "1", "--tls", "--ca", "c.pem"], "ca", "c.pem"),
+    (["h", "1", "--tls", "--insecure"], "insecure", True),
+]
+
+
+def _dests(parser):
+    """The fields the arguments of `parser` set (not --help, --version)."""
+    return {action.dest for action in parser._actions} - {"help", "version"}
+
+
+@pytest.mark.parametrize("argv, name, value", SERVER_ARGUMENTS)
+def test_each_server_argument_sets_its_field(argv, name, value):
+    got = getattr(parse_server_args(argv), name)
+    assert got == value and type(got) is type(value)
+    assert value != getattr(parse_server_args([]), name)
+
+
+@pytest.mark.parametrize("argv, name, value", CLIENT_ARGUMENTS)
+def test_each_client_argument_sets_its_field(argv, name, value):
+    got = getattr(parse_client_args(argv, environ={}), name)
+    assert got == value and type(got) is type(value)
+
+
+def test_the_tables_above_name_every_argument():
+    assert _dests(server_parser()) == {name for _, name, _ in SERVER_ARGUMENTS}
+    assert _dests(client_parser()) == {name for _, name, _ in CLIENT_ARGUMENTS}
+    # No flag, but validated fields with their defaults.
+    bare = parse_server_args([])
+    assert (bare.failed_logins, bare.backlog) == (3, 1024)
+
+
+@pytest.mark.parametrize("parser, config_class", [(server_parser(), ServerConfig),
+                                                  (client_parser(), ClientConfig)])
+def test_parser_defaults_are_the_dataclass_defaults(parser, config_class):
+    defaults = {field.name: field.default for field in dataclasses.fields(config_class)}
+    for action in parser._actions:
+        if action.dest in ("help", "version"):
+            continue
+        if action.required:
+            assert defaults[action.dest] is dataclasses.MISSING, action.dest
+        else:
+            assert action.default == defaults[action.dest], action.dest
+            assert type(action.default) is type(defaults[action.dest]), action.dest
+
+
+def test_no_arguments_give_the_dataclass_defaults():
+    assert parse_server_args([]) == ServerConfig()
+    assert parse_client_args(["h", "1"], environ={}) == ClientConfig(host="h", port=1)
+
+
+# Every argument with a range or choices: the argv before its value, and
+# values outside them.
+BAD_SERVER_VALUES = [
+    ("port", [], ["x", "-1", "65536", "1.5"]),
+    ("block_duration", ["1"], ["0", "-3", "nan", "inf", "x"]),
+    ("timeout", ["1", "1"], ["0", "-1", "nan", "inf", "x"]),
+    ("log_level", ["--log-level"], ["loud", "INFO"]),
+    ("max_frame", ["--max-frame"], ["1023", "0", "x"]),
+    ("mailbox_limit", ["--mailbox-limit"], ["0", "-1", "1.5"]),
+    ("mailbox_limit_bytes", ["--mailbox-limit-bytes"], ["0", "x"]),
+    ("offline_limit", ["--offline-limit"], ["0", "x"]),
+    ("offline_limit_bytes", ["--offline-limit-bytes"], ["0", "x"]),
+    ("login_timeout", ["--login-timeout"], ["0", "-1", "inf", "x"]),
+    ("command_rate", ["--command-rate"], ["-1", "-0.5", "inf", "nan", "x"]),
+    ("command_burst", ["--command-burst"], ["0", "x"]),
+    ("max_connections", ["--max-connections"], ["0", "x"]),
+    ("max_per_address", ["--max-per-address"], ["0", "x"]),
+    ("ipv4_prefix", ["--ipv4-prefix"], ["7", "33", "x"]),
+    ("ipv6_prefix", ["--ipv6-prefix"], ["15", "129", "64.5"]),
+]
+BAD_CLIENT_VALUES = [
+    ("port", ["h"], ["0", "65536", "x"]),
+    ("p2p_port", ["h", "1", "--p2p-port"], ["-1", "65536", "x"]),
+]
+
+
+def _ranged(parser):
+    return {action.dest for action in parser._actions if action.type or action.choices}
+
+
+def test_the_bad_values_cover_every_ranged_argument():
+    assert _ranged(server_parser()) == {name for name, _, _ in BAD_SERVER_VALUES}
+    assert _ranged(client_parser()) == {name for name, _, _ in BAD_CLIENT_VALUES}
+
+
+@pytest.mark.parametrize("program, parse, argv", [
+    *(("greenchat-server", parse_server_args, [*before, bad])
+      for _, before, values in BAD_SERVER_VALUES for bad in values),
+    *(("greenchat-client", parse_client_args, [*before, bad])
+      for _, before, values in BAD_CLIENT_VALUES for bad in values),
+])
+def test_bad_values_of_every_ranged_argument_exit_2_with_usage(program, parse, argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: {program}")
+    assert repr(argv[-1]) in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("port", -1), ("port", 65536), ("block_duration", 0), ("timeout", -1.0),
+    ("log_level", "loud"), ("max_frame", 1023), ("mailbox_limit", 0),
+    ("mailbox_limit_bytes", 0), ("offline_limit", 0), ("offline_limit_bytes", 0),
+    ("login_timeout", 0), ("failed_logins", 0), ("backlog", 0), ("command_rate", -0.5),
+    ("command_burst", 0), ("max_connections", 0), ("max_per_address", 0),
+    ("ipv4_prefix", 33), ("ipv6_prefix", 15),
+])
+def test_server_config_checks_every_range_itself(name, value):
+    with pytest.raises(ConfigError, match=f"^{name} must be .*, got {value!r}$"):
+        ServerConfig(**{"port": 0, "block_duration": 1, "timeout": 1, name: value})
+
+
+def test_client_config_checks_its_ports_itself():
+    for bad in ({"port": 0}, {"port": 65536}, {"p2p_port": -1}, {"p2p_port": 65536}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            ClientConfig(**{"host": "h", "port": 1, **bad})
