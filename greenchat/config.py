@@ -47,6 +47,8 @@ PORTS = between(0, 65535)
 SECONDS = Range(0, math.inf, "a positive number of seconds", above=True)
 COUNT = at_least(1)
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Wrong passwords in a row that lock an account: no flag, but BLOCK_DURATION's help says it.
+FAILED_LOGINS = 3
 
 
 def option(flag, default=dataclasses.MISSING, within=None, **argparse_kwargs):
@@ -81,7 +83,8 @@ class ServerConfig:
                        help="TCP port to listen on, 0 for any free one (default: %(default)s)")
     block_duration: float = option(
         "BLOCK_DURATION", 60.0, SECONDS,
-        help="seconds an account stays locked after 3 wrong passwords (default: %(default)s)")
+        help=f"seconds an account stays locked after {FAILED_LOGINS} wrong passwords in a row "
+             "(default: %(default)s)")
     timeout: float = option("TIMEOUT", 600.0, SECONDS,
                             help="seconds without a command before a user is logged out "
                                  "(default: %(default)s)")
@@ -111,7 +114,7 @@ class ServerConfig:
                                            "(default: %(default)s)")
     login_timeout: float = option("--login-timeout", 120.0, SECONDS, metavar="SECONDS",
                                   help="time a connection has to log in (default: %(default)s)")
-    failed_logins: int = setting(3, COUNT)
+    failed_logins: int = setting(FAILED_LOGINS, COUNT)
     backlog: int = setting(1024, COUNT)
     command_rate: float = option("--command-rate", 20.0, Range(0, math.inf, "0 (no limit) or more"),
                                  metavar="PER_SECOND",

@@ -48,6 +48,13 @@ def test_bad_server_arguments_print_usage_and_exit_2(argv, capsys):
     assert capsys.readouterr().err.startswith("usage: greenchat-server")
 
 
+def test_help_states_the_lockout_rule_the_server_applies(capsys):
+    with pytest.raises(SystemExit):
+        parse_server_args(["--help"])
+    assert parse_server_args([]).failed_logins == 3
+    assert "after 3 wrong passwords in a row" in " ".join(capsys.readouterr().out.split())
+
+
 def test_version_and_help_exit_0(capsys):
     for argv in (["--version"], ["--help"]):
         with pytest.raises(SystemExit) as info:
