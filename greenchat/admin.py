@@ -42,7 +42,7 @@ import sys
 import tempfile
 import unicodedata
 
-from greenchat import __version__, passwords
+from greenchat import __version__, config, passwords
 from greenchat.credentials import Credentials
 from greenchat.errors import GreenchatError
 
@@ -254,8 +254,7 @@ def _days(text):
 
 def parser():
     p = argparse.ArgumentParser(prog="greenchat-admin", description="Manage greenchat accounts.")
-    p.add_argument("--credentials", default="credentials.txt", metavar="FILE",
-                   help="accounts file (default: ./%(default)s)")
+    config.add_argument(p, config.ServerConfig, "credentials")     # the server's, exactly
     p.add_argument("--version", action="version", version=f"greenchat-admin {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, summary in (("adduser", "add a user"), ("passwd", "change a user's password")):

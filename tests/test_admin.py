@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from greenchat import admin, passwords
+from greenchat import admin, config, passwords
 from greenchat.credentials import Credentials
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -223,3 +223,13 @@ def test_write_pair_refuses_existing_paths_and_symlinks_itself(tmp_path):
     with pytest.raises(FileExistsError):
         certs.write_pair(cert_pem, key_pem, str(cert), str(tmp_path / "k2.pem"))
     assert not (tmp_path / "k2.pem").exists()
+
+
+def test_credentials_option_is_the_servers():
+    """One default for the accounts file, whichever program reads it."""
+    admin_option, = (a for a in admin.parser()._actions if a.dest == "credentials")
+    server_option, = (a for a in config.server_parser()._actions if a.dest == "credentials")
+    for attribute in ("option_strings", "default", "metavar", "help"):
+        assert getattr(admin_option, attribute) == getattr(server_option, attribute)
+    assert admin.parser().parse_args(["list"]).credentials == "credentials.txt"
+    assert config.ServerConfig().credentials == "credentials.txt"
