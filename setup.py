@@ -1,8 +1,23 @@
+import ast
+import os
+
 from setuptools import find_packages, setup
+
+
+def read_version():
+    """__version__ of greenchat/__init__.py, read without importing the package."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "greenchat", "__init__.py")
+    with open(path, encoding="utf-8") as f:
+        for node in ast.parse(f.read()).body:
+            if isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets):
+                return ast.literal_eval(node.value)
+    raise RuntimeError(f"no __version__ in {path}")
+
 
 setup(
     name="greenchat",
-    version="1.0.0",
+    version=read_version(),
     description="A chat server and terminal client on gevent green threads",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

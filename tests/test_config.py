@@ -1,9 +1,13 @@
 """Unit tests of the validated configuration built from the command line."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 
+from greenchat import __version__
 from greenchat.config import (
     ClientConfig,
     ServerConfig,
@@ -61,6 +65,13 @@ def test_version_and_help_exit_0(capsys):
             parse_server_args(argv)
         assert info.value.code == 0
     assert "greenchat-server 1.0.0" in capsys.readouterr().out
+
+
+def test_setup_takes_the_version_from_the_package():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "setup.py", "--version"], cwd=root, check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    assert out.split()[-1] == __version__
 
 
 def test_client_arguments(capsys):
