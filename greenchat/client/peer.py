@@ -77,7 +77,6 @@ class PeerLink:
     def __init__(self, user, conn):
         self.user = user
         self.conn = conn
-        self.reader = None     # the greenlet reading this link
 
     def send_private(self, text):
         self.conn.send(frames.private(text))

@@ -317,14 +317,6 @@ class Store:
             found.append(row)
         return found
 
-    def count_offline(self, recipient=None):
-        def count(db):
-            if recipient is None:
-                return db.execute("SELECT COUNT(*) FROM offline").fetchone()[0]
-            return db.execute("SELECT COUNT(*) FROM offline WHERE recipient = ?",
-                              (recipient,)).fetchone()[0]
-        return self._transaction(count)
-
     # Blocks -----------------------------------------------------------------
 
     def add_block(self, blocker, blocked):
@@ -341,11 +333,6 @@ class Store:
             "SELECT blocker, blocked FROM blocks").fetchall())
 
     # Login history ----------------------------------------------------------
-
-    def record_login(self, user, at):
-        """Open a login record; return its id for record_logout."""
-        return self._transaction(lambda db: db.execute(
-            "INSERT INTO logins (user, login_at) VALUES (?, ?)", (user, at)).lastrowid)
 
     def open_session(self, user, at):
         """Record a login and read the first page of the user's offline
