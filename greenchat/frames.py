@@ -135,6 +135,44 @@ def string(frame, name):
     return value
 
 
+def optional_string(frame, name):
+    """Member `name`: None if absent, MalformedFrame if not a string (for
+    frames that must be right: hello, login, bye, error)."""
+    value = frame.get(name)
+    if value is not None and not isinstance(value, str):
+        raise MalformedFrame(f"{frame['type']!r} frame with a {type(value).__name__} {name!r}")
+    return value
+
+
+def string_or_none(frame, name):
+    """Member `name` if it is a string, else None: a session's frames are
+    taken as far as they make sense."""
+    value = frame.get(name)
+    return value if isinstance(value, str) else None
+
+
+def integer_or_none(value):
+    """`value` if it is an integer (JSON's true is not), else None."""
+    return value if type(value) is int else None
+
+
+def link_offer(offer):
+    """(host, port, token, fingerprint) of the "private" member of a
+    startprivate reply; MalformedFrame if one is of the wrong kind, so the
+    link fails as unreachable."""
+    host, token = string_or_none(offer, "host"), string_or_none(offer, "token")
+    port, fingerprint = integer_or_none(offer.get("port")), offer.get("fingerprint")
+    if host is None or port is None or not 1 <= port <= 65535 or token is None \
+            or not (fingerprint is None or isinstance(fingerprint, str)):
+        raise MalformedFrame("the link offer needs a string host and token and a port 1-65535")
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        # Refused here: a resolver's thread would print a traceback.
+        raise MalformedFrame(f"the link offer names no host: {host!r}") from None
+    return host, port, token, fingerprint
+
+
 def p2p_port(frame):
     """(port, certificate fingerprint or None) from a password frame's p2p
     member, or None without one. Any host it names is not read."""

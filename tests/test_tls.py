@@ -86,11 +86,11 @@ def test_chat_and_private_link_over_tls(users):
     alice.expect(texts.start_private("bob"))
     bob.expect(texts.started_private_with_you("alice"))
     # Both ends of the link are TLS, with bob's session certificate.
-    link_sock = alice.client.links["bob"].conn.sock
+    link_sock = alice.client.links.get("bob").conn.sock
     assert isinstance(link_sock, gssl.SSLSocket)
     assert certs.fingerprint(link_sock.getpeercert(binary_form=True)) == \
         bob.client.listener.fingerprint
-    assert isinstance(bob.client.links["alice"].conn.sock, gssl.SSLSocket)
+    assert isinstance(bob.client.links.get("alice").conn.sock, gssl.SSLSocket)
     alice.type("private bob whispered")
     bob.expect(texts.private_line("alice", "whispered"))
     bob.type("private alice back")

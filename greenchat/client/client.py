@@ -19,26 +19,19 @@ every line (console.visible), and the lines printed to stderr and logged
 pass through the same function.
 
 Every member read from a frame is checked for its type where it is read
-(the codec guarantees only a string `type`), by one rule:
-- The frames that open and close the session (`hello`, `login`, `bye`,
-  `error`) must be right: a member of the wrong type, a hello of another
-  version, a login status the client does not know, or a frame other than
-  the one the handshake expects is a protocol error, and the session ends as
-  a lost connection (`Connection to server lost`, exit 1).
-- The frames of a session (`message`, `presence`, `reply`, `private_offer`,
-  `private_stop`, and a peer's `private`) are taken as far as they make
-  sense: a member of the wrong type counts as absent. A frame that means
-  nothing without it is ignored (a message without a string text, presence
-  without a name and a boolean, an offer without its token, a stop without
-  its user); a reply shows the strings among its lines and answers no
-  command without an integer id; a link offer with a host, port or token of
-  the wrong kind fails as unreachable; a sender that is not a string shows
-  as `?`. Unknown frame types are ignored, on server and peer links alike.
-- The last line of defence is for bugs, not frames: an exception nobody
-  expected in the greenlets reading the server, the keyboard or a private
-  link (or in the login) is logged with its traceback and ends the session
-  as a lost connection, through the same `finally` that gives the terminal
-  back, so the client never hangs with a dead greenlet.
+(frames.py's readers), by one rule. The frames that open and close the
+session (hello, login, bye, error) must be right: a member of the wrong type,
+another protocol version, an unknown login status or an unexpected frame
+ends the session as a lost connection (`Connection to server lost`, exit 1).
+The frames of a session (message, presence, reply, private_offer,
+private_stop, a peer's private) are taken as far as they make sense: a
+member of the wrong type counts as absent, a frame that means nothing
+without it is ignored, and unknown frame types are ignored too. The last
+line of defence is for bugs, not frames: an exception nobody expected in a
+greenlet of the client is logged with its traceback and ends the session
+through the same `finally` that gives the terminal back.
+
+Private links are links.py's; their protocol is peer.py's.
 """
 
 import logging
@@ -52,6 +45,7 @@ from gevent.event import AsyncResult, Event
 from greenchat import __version__, commands, frames, texts, tls
 from greenchat.client import peer
 from greenchat.client.console import default_history_path, visible
+from greenchat.client.links import PrivateLinks
 from greenchat.commands import COMMANDS, parse_line
 from greenchat.errors import GreenchatError, InvalidCommand, ProtocolError, TLSError
 from greenchat.transport import FrameConnection
@@ -82,20 +76,21 @@ class Client:
         self._next_id = 0
         self._answered = Event()
         self._answered.set()
-        self.links = {}          # peer name -> PeerLink
         self.listener = None
+        # Built before connecting, so a bad --ca file is a usage error.
+        self.tls_context = (tls.client_context(config.ca, config.insecure)
+                            if config.tls else None)
+        self.links = PrivateLinks(console, config.max_frame, self.tls_context is not None,
+                                  self._last_line, self._opened)
         self.seen_users = set()  # names Tab completes
         self._asked = None       # the spec of the command whose answer is awaited
         self._on = {"message": self._on_message, "presence": self._on_presence,
                     "reply": self._on_reply, "private_offer": self._on_offer,
                     "private_stop": self._on_private_stop, "bye": self._on_end,
                     "error": self._on_end}
-        self.handlers = {commands.PRIVATE: self.cmd_private,
-                          commands.STOPPRIVATE: self.cmd_stopprivate,
+        self.handlers = {commands.PRIVATE: self.links.private,
+                          commands.STOPPRIVATE: self.links.stopprivate,
                           commands.HELP: self.cmd_help}
-        # Built before connecting, so a bad --ca file is a usage error.
-        self.tls_context = (tls.client_context(config.ca, config.insecure)
-                            if config.tls else None)
 
     def run(self):
         """Connect, log in and chat; return the process exit status."""
@@ -144,7 +139,7 @@ class Client:
         if frame is None:
             raise ProtocolError("the server did not answer")
         if frame["type"] in ("error", "bye"):
-            text = _strict(frame, "text")
+            text = frames.optional_string(frame, "text")
             if text is not None:
                 self.console.show(text)
             raise _Refused()
@@ -199,13 +194,14 @@ class Client:
         """Read a login frame, show its text and return its status, one of
         `expected`; an `ok` sets self.user."""
         answer = self._expect("login", None)
-        status, text, user = (_strict(answer, member) for member in ("status", "text", "user"))
+        status, text, user = (frames.optional_string(answer, member)
+                              for member in ("status", "text", "user"))
         if status not in expected:
             raise ProtocolError(f"unexpected login status {status!r}")
         if text is not None:
             self.console.show(text)
         if status == "ok":
-            self.user = name if user is None else user
+            self.user = self.links.me = name if user is None else user
         return status
 
     # The session ------------------------------------------------------------
@@ -235,8 +231,7 @@ class Client:
                 handler.cancel()
             keyboard.kill()
             receiver.kill()
-            for user in list(self.links):
-                self._end_link(user, notify=True, quiet=True)
+            self.links.close_all()
             console.stop_editing()
 
     def _terminated(self):
@@ -248,7 +243,7 @@ class Client:
         host = self.config.p2p_host or self.conn.sock.getsockname()[0]
         identity = tls.session_identity() if self.tls_context is not None else None
         listener = peer.PeerListener(host, self.config.p2p_port, peer.TokenBook(),
-                                     self._accept_link, self.config.max_frame, identity)
+                                     self.links.accept, self.config.max_frame, identity)
         try:
             listener.start()
         except OSError as exc:
@@ -296,33 +291,33 @@ class Client:
         return handler(frame)
 
     def _on_message(self, frame):
-        text, sender = _string(frame, "text"), _string(frame, "from")
+        text, sender = frames.string_or_none(frame, "text"), frames.string_or_none(frame, "from")
         if text is not None:
             self._saw(sender)
             self.console.show(texts.message_line("?" if sender is None else sender, text),
                               "self" if self.user and self.user in text else None)
 
     def _on_presence(self, frame):
-        user, online = _string(frame, "user"), frame.get("online")
+        user, online = frames.string_or_none(frame, "user"), frame.get("online")
         if user is not None and isinstance(online, bool):
             self._saw(user)
             self.console.show(texts.presence_line(user, online), "presence")
 
     def _on_offer(self, frame):
-        sender, token = _string(frame, "from"), _string(frame, "token")
+        sender, token = frames.string_or_none(frame, "from"), frames.string_or_none(frame, "token")
         self._saw(sender)
         if self.listener is not None and sender is not None and token is not None:
             self.listener.offer(sender, token)
 
     def _on_private_stop(self, frame):
-        user = _string(frame, "user")
+        user = frames.string_or_none(frame, "user")
         if user is not None:
-            self._end_link(user)
+            self.links.end(user)
 
     def _on_end(self, frame):
         """A bye or an error frame: the session is over."""
-        text = _strict(frame, "text")
-        reason = _strict(frame, "reason") if frame["type"] == "bye" else None
+        text = frames.optional_string(frame, "text")
+        reason = frames.optional_string(frame, "reason") if frame["type"] == "bye" else None
         if text is not None:
             self.console.show(text)
         self._finish(0 if reason in (frames.LOGOUT, frames.IDLE) else 1)
@@ -332,7 +327,7 @@ class Client:
         lines = frame.get("lines")
         lines = [line for line in lines if isinstance(line, str)] \
             if isinstance(lines, list) else []
-        request_id = _integer(frame.get("id"))
+        request_id = frames.integer_or_none(frame.get("id"))
         if request_id is not None and request_id == self._next_id and \
                 self._asked is not None and self._asked.lists_users:
             for line in lines:
@@ -340,15 +335,20 @@ class Client:
         for line in lines:
             self.console.show(line)
         offer = frame.get("private")
-        if isinstance(offer, dict) and _string(offer, "user") is not None:
+        if isinstance(offer, dict) and frames.string_or_none(offer, "user") is not None:
             # The keyboard waits until the link is up or failed.
-            gevent.spawn(self._open_link, offer)
+            gevent.spawn(self.links.open, offer)
         elif request_id is not None and request_id == self._next_id:
             self._answered.set()
             self._prompt()
 
     def _prompt(self):
         self.console.command_prompt(texts.PROMPT)
+
+    def _opened(self):
+        """A startprivate's link is up or failed: the keyboard goes on."""
+        self._answered.set()
+        self._prompt()
 
     # What Tab completes -----------------------------------------------------
 
@@ -366,7 +366,7 @@ class Client:
         if spec is not None and len(words) <= len(spec.args) and \
                 spec.args[len(words) - 1] == "user":
             # Completion types into the input line, which is not escaped.
-            return (self.seen_users | set(filter(_completable, self.links))) - {self.user}
+            return (self.seen_users | set(filter(_completable, self.links.names()))) - {self.user}
         return ()
 
     def _keyboard(self):
@@ -418,130 +418,13 @@ class Client:
         except GreenchatError:
             self._finish(1)
 
-    # Private links ----------------------------------------------------------
-
-    def _open_link(self, offer):
-        with self._last_line("opening a private link"):
-            self._link_to(offer)
-
-    def _link_to(self, offer):
-        user = offer["user"]
-        try:
-            host, port, token, fingerprint = _link_address(offer)
-            conn = peer.connect(host, port, self.user, token, self.config.max_frame,
-                                pin=fingerprint if self.tls_context else None,
-                                tls_required=self.tls_context is not None)
-        except GreenchatError as exc:
-            log.warning("private link to %s failed: %s", user, exc)
-            self.console.show(texts.private_connect_failed(user))
-            self._answered.set()
-            self._prompt()
-            return
-        link = peer.PeerLink(user, conn)
-        if user in self.links:
-            conn.close()
-            self.console.show(texts.private_already_active(user))
-            self._answered.set()
-            self._prompt()
-            return
-        self.links[user] = link
-        self.console.show(texts.start_private(user))
-        self._answered.set()
-        self._prompt()
-        self._read_link(link)
-
-    def _accept_link(self, link):
-        if link.user in self.links or link.user == self.user:
-            return False
-        self.links[link.user] = link
-        try:
-            link.conn.send(frames.peer_ok(self.user))
-        except GreenchatError:
-            self.links.pop(link.user, None)
-            return True
-        self.console.show(texts.started_private_with_you(link.user))
-        self._read_link(link)
-        return True
-
-    def _read_link(self, link):
-        show, user = self.console.show, link.user
-        with self._last_line(f"reading the private link to {user}"):
-            peer.read_link(link, lambda text: show(texts.private_line(user, text), "private"))
-        self._end_link(user, link)
-
-    def _end_link(self, user, link=None, notify=False, quiet=False):
-        """Forget the link to `user` (if it is `link`), close it, say so once."""
-        current = self.links.get(user)
-        if current is None or (link is not None and current is not link):
-            return
-        del self.links[user]
-        if notify:
-            current.send_stop()
-        current.close()
-        if not quiet:
-            self.console.show(texts.private_stopped(user))
-
-    # Peer and local commands ------------------------------------------------
-
-    def cmd_private(self, user, text):
-        """private USER TEXT"""
-        link = self.links.get(user)
-        if link is None:
-            self.console.show(texts.private_not_enabled(user))
-            return
-        try:
-            link.send_private(text)
-        except GreenchatError:
-            self._end_link(user, link)
-
-    def cmd_stopprivate(self, user):
-        """stopprivate USER"""
-        if user not in self.links:
-            self.console.show(texts.private_not_enabled(user))
-            return
-        self._end_link(user, notify=True)
+    # Local commands ---------------------------------------------------------
 
     def cmd_help(self):
         """help"""
         width = max(len(spec.syntax) for spec in COMMANDS.values())
         for spec in COMMANDS.values():
             self.console.show(f"{spec.syntax.ljust(width)}  {spec.summary}")
-
-
-def _string(frame, name):
-    """A member that must be a string; anything else counts as absent (None)."""
-    value = frame.get(name)
-    return value if isinstance(value, str) else None
-
-
-def _strict(frame, name):
-    """A string member of a frame that must be right: None if absent, a
-    ProtocolError if of another type."""
-    value = frame.get(name)
-    if value is not None and not isinstance(value, str):
-        raise ProtocolError(f"{frame['type']!r} frame with a {type(value).__name__} {name!r}")
-    return value
-
-
-def _integer(value):
-    """`value` if it is an integer (not a bool), else None."""
-    return value if type(value) is int else None
-
-
-def _link_address(offer):
-    """(host, port, token, fingerprint) of a link offer; ProtocolError if one
-    is of the wrong kind, so the link fails as unreachable."""
-    host, port, token = _string(offer, "host"), _integer(offer.get("port")), _string(offer, "token")
-    fingerprint = offer.get("fingerprint")
-    if host is None or port is None or not 1 <= port <= 65535 or token is None \
-            or not (fingerprint is None or isinstance(fingerprint, str)):
-        raise ProtocolError("the link offer needs a string host and token and a port 1-65535")
-    try:
-        host.encode("idna")
-    except UnicodeError:
-        # Refused here: the resolver's thread would print a traceback.
-        raise ProtocolError(f"the link offer names no host: {host!r}") from None
-    return host, port, token, fingerprint
 
 
 def _completable(user):
