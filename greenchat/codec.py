@@ -26,8 +26,8 @@ def _compact_dumps(ensure_ascii):
     """A compact JSON encoder function, made once.
 
     JSONEncoder.encode builds a new C encoder on every call; keeping one
-    halves the cost of encoding a frame (measured: 4.4 us to 2.2 us for a
-    message). Without the C accelerator, the plain encoder does the same.
+    halves the cost of encoding a frame (docs/design.md). Without the C
+    accelerator, the plain encoder does the same.
     """
     plain = json.JSONEncoder(ensure_ascii=ensure_ascii, separators=(",", ":"))
     c_make_encoder = getattr(json.encoder, "c_make_encoder", None)

@@ -5,9 +5,10 @@ A hashed entry is one whitespace-free word, so it fits the credentials file's
 URL-safe base64. Anything else in the secret column is a plain password,
 which keeps hand-written files working (`greenchat-admin upgrade` hashes them).
 
-Hashing costs ~40 ms of CPU with the default parameters: callers in the
-server run verify() in a thread pool (hashlib.scrypt releases the GIL), never
-in the gevent hub. Comparisons are constant-time.
+Hashing costs tens of milliseconds of CPU with the default parameters
+(docs/design.md): callers in the server run verify() in a thread pool
+(hashlib.scrypt releases the GIL), never in the gevent hub. Comparisons are
+constant-time.
 """
 
 import base64

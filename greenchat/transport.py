@@ -4,16 +4,16 @@ links) that touches a socket. A TLS socket is used exactly like a plain one.
 Reading: FrameReader keeps its own receive buffer in a codec.Decoder, so a
 timeout or a read that ends mid-frame loses nothing. Because gevent's recv on
 a ready socket returns without switching, a reader fed faster than it works
-would starve every other greenlet; FrameReader therefore yields to the hub
+would starve every other greenlet; FrameReader therefore lets the hub run
 once it has worked for TIME_SLICE, whether or not the bytes made frames
-(blank lines, a frame trickled in pieces). Longer slices mean bigger batches for the
-writers (fewer send calls per delivery); shorter ones, fairer turns.
+(blank lines, a frame trickled in pieces). Longer slices mean bigger batches
+for the writers (fewer send calls per delivery); shorter ones, fairer turns.
 
 Writing: Outbox is the one writer of a socket. Frames go into a list (put
-never blocks the producer; the server enforces its own limit on the length)
-and one greenlet drains it, joining everything waiting into one send:
-measured here, that is what lets one greenlet fan a broadcast out to
-thousands at over a million deliveries a second.
+never blocks the producer; the owner sets the limits) and one greenlet
+drains it, joining everything waiting into one send: that is what lets one
+greenlet fan a broadcast out to a thousand mailboxes at over a million
+deliveries a second. docs/design.md has the measurements behind both.
 """
 
 import logging
@@ -30,17 +30,11 @@ from greenchat.errors import ConnectionLost
 
 log = logging.getLogger("greenchat.transport")
 
-# A reader with frames in hand runs at most this long before letting the
-# writers and other readers run. Each turn wakes every writer with mail once,
-# so at 1000 receivers a turn costs 1000 send calls whatever its length: short
-# turns waste it. Measured on 2 cores (deliveries/s at 100 / 1000 receivers):
-# every 10 frames 0.96M / 0.64M; 5 ms 1.77M / 0.63M; 20 ms 1.74M / 1.16M.
-# On a slower day, at 1000 receivers: 20 ms 0.32-0.37M (2.7-3.1 server CPU-s
-# per million), 30-40 ms 0.64-0.68M, 50 ms 0.71-0.91M (1.1-1.4); 100
-# receivers and the round trip unchanged. A time slice, unlike a frame count,
-# also bounds the stall when frames are expensive; 50 ms stays well inside
-# the 0.1 s the stress tests allow the hub to be held.
+# A busy reader runs at most this long before the others get a turn: each
+# turn costs a send per writer with mail, so short turns waste it; 50 ms is
+# well inside the 0.1 s the stress tests allow the hub to be held.
 TIME_SLICE = 0.05
+# A turn: a timer this long, during which the loop polls every socket.
 YIELD = 0.001
 RECV_SIZE = 65536
 MAX_BATCH = 1024
@@ -143,16 +137,12 @@ class Outbox:
     for everything else keep a fan-out's per-recipient cost to one list slot.
 
     The mailbox is a FIFO list and a gevent Event, not a gevent.queue:
-    producers never wait (the owner enforces the limit), and the writer takes
-    the whole list at once. Measured here in one bench run each: with
-    UnboundQueue a fan-out cost 1.66 / 4.31 server CPU-s per million
-    deliveries at 100 / 1,000 receivers, against 1.09 / 2.65 with the list,
-    and a mailbox takes 1.8 KB (Queue 3.5 KB) against 0.3 KB (tracemalloc).
+    producers never wait, and the writer takes the whole list at once, for
+    less CPU a delivery and a sixth of the memory (docs/design.md).
 
-    An idle writer costs a parked greenlet (its saved C stack and frames,
-    measured 3.9 KB): the owner calls `retire_if_idle` now and then, and a
-    writer that wrote nothing since the last call ends; the next `put`
-    starts a new one.
+    An idle writer costs a parked greenlet: the owner calls `retire_if_idle`
+    now and then, and a writer that wrote nothing since the last call ends;
+    the next `put` starts a new one.
     """
 
     __slots__ = ("sock", "limit", "limit_bytes", "nbytes", "items", "_start", "unsent",
@@ -289,8 +279,7 @@ class Outbox:
                     del batch[at:]
                 if batch:
                     # send() in a loop, not sendall(): gevent's sendall asks the
-                    # kernel for SO_SNDBUF on every call, a fifth of the server's
-                    # time in a fan-out profile.
+                    # kernel for SO_SNDBUF on every call.
                     data = b"".join([item if item.__class__ is bytes else item[0]
                                      for item in batch])
                     sent = send(data)
@@ -301,8 +290,7 @@ class Outbox:
                         view.release()
                     self.nbytes -= len(data)
                     # Not held while waiting for the next frame: thousands of
-                    # idle writers would each keep their last batch (measured:
-                    # 43 MB at 2,000 connections after a presence flood).
+                    # idle writers would each keep their last batch.
                     data = view = None
                     if self._progress is not None:
                         self._progress.set()

@@ -37,15 +37,11 @@ way out: `stop_editing` in the client's `finally`, SIGTERM and SIGHUP end the
 session through the same path, Ctrl-Z restores them while suspended, and an
 atexit hook covers what escapes all of those.
 
-Why not prompt_toolkit: measured on this machine by `python -m
-bench.editor.measure` (a real pseudo-terminal, a message arriving every 50 ms,
-52 keys), prompt_toolkit's prompt in gevent's thread pool under patch_stdout
-took 340-420 ms to its first prompt, echoed a key in 4.1-4.5 ms (median; up to
-17 ms), and held the hub up to 7.5-9 ms at a time (its thread competes with
-the hub for the GIL); it also adds 8 MB of RSS, a dependency, and a wait of
-seconds on terminals that do not answer its cursor-position query. This
-editor, in a greenlet: 100-170 ms to the first prompt, 0.35 ms echo (median;
-at most 2 ms), longest hub gap 2.4-3.8 ms, no thread.
+Why not prompt_toolkit: in gevent's thread pool it was slower to start and
+to echo a key, held the hub longer (its thread competes for the GIL), added
+memory and a dependency, and waits seconds on terminals that do not answer
+its cursor-position query (`python -m bench.editor.measure`; the figures are
+in docs/design.md).
 """
 
 import atexit

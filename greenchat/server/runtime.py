@@ -7,16 +7,14 @@ without them.
 - gevent records every greenlet's spawn tree and spawning stack by default:
   1 KB and more per connection that only a debugger reads.
 - Garbage collection. A full collection visits every tracked object, and a
-  server with thousands of users holds hundreds of thousands: measured at
-  10,000 users, one took 300-600 ms, all of it a stall of the hub, and during
-  the logins that build such a heap there were ten of them (each freeing
-  nothing). After every full collection the survivors are frozen
-  (`gc.freeze`): later collections skip them, so each visits only what is
-  newer. Measured at 5,000 logins, the longest full collection fell from
-  287 ms to 53 ms. A frozen object is still freed when its last reference
-  goes; only a reference cycle among frozen objects would never be freed,
-  and a test proves that every way a session ends leaves no cycle
-  (tests/test_runtime.py).
+  server with thousands of users holds hundreds of thousands: each one
+  stalls the hub for hundreds of milliseconds, and the logins that build
+  such a heap run several, each freeing nothing. After every full
+  collection the survivors are frozen (`gc.freeze`): later collections skip
+  them, so each visits only what is newer (docs/design.md has the figures).
+  A frozen object is still freed when its last reference goes; only a
+  reference cycle among frozen objects would never be freed, and a test
+  proves that every way a session ends leaves no cycle (tests/test_runtime.py).
 - Open files. A connection holds a descriptor, and a server that runs out
   of them can accept nobody, a real user included (accept fails with EMFILE
   over and over). `raise_fd_limit` raises the soft limit to the hard one;
