@@ -18,72 +18,25 @@ logged-in connections. Every run is bounded in count and time.
 import argparse
 import json
 import os
-import re
-import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
+from bench.common import ROOT, Server, greenchat_command, raise_fd_limit, write_credentials
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 ANCHOR = os.path.join(ROOT, os.pardir, "shared", "anchors", "ngircd")
 LOADGEN = os.path.join(HERE, "loadgen.py")
 
 
-def raise_fd_limit():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-class Server:
-    """A server process; `port` read from its 'listening on HOST:PORT' line."""
-
-    def __init__(self, name, args, workdir):
-        self.name = name
-        self.log = open(os.path.join(workdir, f"{name}.log"), "w+")
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log,
-                                     preexec_fn=raise_fd_limit, cwd=workdir)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            self.log.seek(0)
-            match = re.search(r"listening on [\d.]+:(\d+)", self.log.read())
-            if match:
-                self.port = int(match.group(1))
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.log.seek(0)
-        tail = self.log.read()[-2000:]
-        self.stop()
-        raise RuntimeError(f"{name} did not start: {tail}")
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
 def start_greenchat(workdir, credentials):
-    return Server("greenchat", [
-        sys.executable, os.path.join(ROOT, "bin", "greenchat-server"), "0", "60", "3600",
-        "--host", "127.0.0.1", "--credentials", credentials,
-        "--data", os.path.join(workdir, "greenchat-data"),
+    return Server("greenchat", greenchat_command(
+        credentials, os.path.join(workdir, "greenchat-data"),
         "--mailbox-limit", "1000000", "--mailbox-limit-bytes", str(1 << 30),
         "--command-rate", "0", "--max-per-address", "100000",
-        "--max-connections", "100000"], workdir)
+        "--max-connections", "100000"), workdir)
 
 
 def start_threaded(workdir, credentials):
@@ -97,14 +50,19 @@ def start_floor(workdir, credentials):
                   workdir)
 
 
+def run_json(cmd, timeout, tail, **kwargs):
+    """Run `cmd`; its last line of output as JSON, or {"error": the last
+    `tail` characters of what it said} if it failed."""
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+    if out.returncode != 0:
+        return {"error": (out.stderr or out.stdout).strip()[-tail:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def loadgen(server, args, timeout):
     cmd = [sys.executable, LOADGEN, "--port", str(server.port), "--pid", str(server.pid),
            "--run-timeout", str(timeout)] + args
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 120,
-                         preexec_fn=raise_fd_limit)
-    if out.returncode != 0:
-        return {"error": (out.stderr or out.stdout).strip()[-500:]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_json(cmd, timeout + 120, 500, preexec_fn=raise_fd_limit)
 
 
 def ngircd_available():
@@ -123,21 +81,14 @@ def run_ngircd(plan, timeout):
         bench = [sys.executable, os.path.join(ANCHOR, "ircbench.py"), "--pid", pid,
                  "--run-timeout", str(timeout)]
         for key, n, m in plan["fanout"]:
-            out = subprocess.run(bench + ["fanout", "-n", str(n), "-m", str(m), "--window", "0"],
-                                 capture_output=True, text=True, timeout=timeout + 60)
-            results[key] = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 \
-                else {"error": out.stderr[-300:]}
-        out = subprocess.run(bench + ["latency", "-k", str(plan["latency_k"])],
-                             capture_output=True, text=True, timeout=timeout + 60)
-        results["latency"] = json.loads(out.stdout.strip().splitlines()[-1]) \
-            if out.returncode == 0 else {"error": out.stderr[-300:]}
+            results[key] = run_json(bench + ["fanout", "-n", str(n), "-m", str(m),
+                                             "--window", "0"], timeout + 60, 300)
+        results["latency"] = run_json(bench + ["latency", "-k", str(plan["latency_k"])],
+                                      timeout + 60, 300)
         if plan["conns"]:
-            out = subprocess.run(bench + ["conns", "--max", str(plan["conns"]),
-                                          "--connect-window", "8", "--idle-seconds", "3"],
-                                 capture_output=True, text=True, timeout=timeout + 120,
-                                 preexec_fn=raise_fd_limit)
-            results["conns"] = json.loads(out.stdout.strip().splitlines()[-1]) \
-                if out.returncode == 0 else {"error": out.stderr[-300:]}
+            results["conns"] = run_json(bench + ["conns", "--max", str(plan["conns"]),
+                                                 "--connect-window", "8", "--idle-seconds", "3"],
+                                        timeout + 120, 300, preexec_fn=raise_fd_limit)
     finally:
         subprocess.run(["bash", stop], capture_output=True, timeout=30)
     return results
@@ -227,9 +178,7 @@ def main(argv=None):
     names = [s.strip() for s in a.servers.split(",") if s.strip()]
     workdir = tempfile.mkdtemp(prefix="greenchat-bench-")
     credentials = os.path.join(workdir, "credentials.txt")
-    with open(credentials, "w") as f:
-        for i in range(max(plan["conns"], 1001) + 2):
-            f.write(f"u{i} pw\n")
+    write_credentials(credentials, [f"u{i}" for i in range(max(plan["conns"], 1001) + 2)])
     results = {}
     try:
         for name in names:

@@ -51,8 +51,6 @@ import json
 import os
 import random
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,7 +59,8 @@ import gevent
 from gevent import socket
 from gevent.event import Event
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench.common import Server, greenchat_command, write_credentials
+
 # Often enough to sample a short phase; well under the default command rate.
 CANARY_EVERY = 0.1
 STALL = 1.0
@@ -287,38 +286,20 @@ def canary(address, stats, stop):
         gevent.sleep(CANARY_EVERY)
 
 
-def start_server(workdir, options):
-    creds = os.path.join(workdir, "credentials.txt")
-    with open(creds, "w") as f:
-        f.write("".join(f"{u} pw\n" for u in USERS + FLOOD_USERS + ["canary"]))
-    log = open(os.path.join(workdir, "server.log"), "w+")
-    proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "bin", "greenchat-server"), "0", "1", "600",
-         "--host", "127.0.0.1", "--credentials", creds, "--data", os.path.join(workdir, "data"),
-         "--max-per-address", "100000", *options],
-        stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 15
-    port = None
-    while port is None and time.monotonic() < deadline and proc.poll() is None:
-        log.seek(0)
-        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read())
-        port = int(found.group(1)) if found else None
-        time.sleep(0.05)
-    return proc, log, port
-
-
 def run_phase(name, options, floods, frames, connections, rng, timeout):
     workdir = tempfile.mkdtemp(prefix=f"greenchat-fuzz-{name}-")
-    proc, log, port = start_server(workdir, options)
-    if port is None:
-        proc.kill()
-        raise RuntimeError(f"the server did not start; see {workdir}/server.log")
+    creds = os.path.join(workdir, "credentials.txt")
+    write_credentials(creds, USERS + FLOOD_USERS + ["canary"])
+    server = Server("server", greenchat_command(
+        creds, os.path.join(workdir, "data"), "--max-per-address", "100000", *options,
+        block_duration="1", timeout="600"), workdir, timeout=15, preexec_fn=None)
+    proc = server.proc
     stats = {"frames": 0, "connections": 0, "stalls": 0, "canary_max_s": 0.0,
              "canary_lost": False,
              "classes": {kind: {"frames": 0, "connections": 0} for kind in ("mix", *floods)}}
     started = time.monotonic()
     try:
-        address = ("127.0.0.1", port)
+        address = ("127.0.0.1", server.port)
         stop = [False]
         watcher = gevent.spawn(canary, address, stats, stop)
         flooders = [gevent.spawn(flooder, address, kind, FLOOD_USERS[i],
@@ -337,16 +318,9 @@ def run_phase(name, options, floods, frames, connections, rng, timeout):
         elapsed = time.monotonic() - started
         alive = proc.poll() is None
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    log.seek(0)
-    text = log.read()
-    log.close()
-    stats.update(seconds=elapsed, alive=alive, clean_exit=proc.returncode == 0,
+        status = server.stop()
+    text = server.log()
+    stats.update(seconds=elapsed, alive=alive, clean_exit=status == 0,
                  crashes=len(re.findall(r"Traceback|internal error", text)) + (0 if alive else 1))
     return stats
 

@@ -24,8 +24,11 @@ import statistics
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import proc_cpu_seconds, proc_rss_kb
+
 HOST = "127.0.0.1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP = (select.EPOLLIN, select.EPOLLOUT,
                                          select.EPOLLERR, select.EPOLLHUP)
 LOGIN_OK = b'"status":"ok"'
@@ -43,20 +46,6 @@ def login_frames(user):
 
 def command(i, line):
     return frame({"type": "command", "id": i, "line": line})
-
-
-def proc_cpu_s(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
-
-
-def proc_rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
 
 
 def self_cpu_s():
@@ -250,7 +239,7 @@ def cmd_fanout(a):
     target = a.n * a.m
     sent = 0
     out_armed = False
-    srv0, me0 = proc_cpu_s(a.pid), self_cpu_s()
+    srv0, me0 = proc_cpu_seconds(a.pid), self_cpu_s()
     t0 = time.perf_counter()
     end = t0 + a.run_timeout
     t_sent = None
@@ -276,7 +265,7 @@ def cmd_fanout(a):
                 t_sent = now
         eng.poll(0.005)
     wall = time.perf_counter() - t0
-    srv_cpu, me_cpu = proc_cpu_s(a.pid) - srv0, self_cpu_s() - me0
+    srv_cpu, me_cpu = proc_cpu_seconds(a.pid) - srv0, self_cpu_s() - me0
     total = sum(c.count for c in receivers)
     print(json.dumps({
         "test": "fanout", "n": a.n, "m": a.m, "window": a.window, "setup_s": round(setup_s, 3),
@@ -323,7 +312,7 @@ def run_latency(port, pid, k, warmup, payload, timeout):
     b = Blocking(port, "u2", deadline)      # logged in, so online, when this returns
     pad = "y" * max(0, payload - 11)
     rtts = []
-    srv0 = proc_cpu_s(pid)
+    srv0 = proc_cpu_seconds(pid)
     for i in range(warmup + k):
         t0 = time.perf_counter_ns()
         a.sock.sendall(command(i, f"message u2 {i:010d} {pad}"))
@@ -332,7 +321,7 @@ def run_latency(port, pid, k, warmup, payload, timeout):
         a.wait_for(b'"type":"message"', deadline)
         if i >= warmup:
             rtts.append((time.perf_counter_ns() - t0) / 1000)
-    srv_cpu = proc_cpu_s(pid) - srv0
+    srv_cpu = proc_cpu_seconds(pid) - srv0
     for c in (a, b):
         c.sock.close()
     rtts.sort()
@@ -350,7 +339,7 @@ def cmd_latency(a):
 
 def cmd_conns(a):
     eng = Engine(a.port)
-    rss0, cpu0 = proc_rss_kb(a.pid), proc_cpu_s(a.pid)
+    rss0, cpu0 = proc_rss_kb(a.pid), proc_cpu_seconds(a.pid)
     marks = []
     login_times = []
     t0 = time.perf_counter()
@@ -361,18 +350,18 @@ def cmd_conns(a):
         if nready in checkpoints:
             marks.append({"clients": nready, "t_s": round(time.perf_counter() - t0, 3),
                           "server_rss_kb": proc_rss_kb(a.pid),
-                          "server_cpu_s": round(proc_cpu_s(a.pid) - cpu0, 2)})
+                          "server_cpu_s": round(proc_cpu_seconds(a.pid) - cpu0, 2)})
 
     conns = [Conn(f"u{i}") for i in range(a.max)]
     nready = eng.establish(conns, a.connect_window, t0 + a.run_timeout, progress)
     connect_s = time.perf_counter() - t0
     eng.settle(quiet=1.0)
     rss_settled = proc_rss_kb(a.pid)
-    cpu_i0 = proc_cpu_s(a.pid)
+    cpu_i0 = proc_cpu_seconds(a.pid)
     end = time.perf_counter() + a.idle_seconds
     while time.perf_counter() < end:
         eng.poll(0.1)
-    idle_cpu = proc_cpu_s(a.pid) - cpu_i0
+    idle_cpu = proc_cpu_seconds(a.pid) - cpu_i0
     # Per connection once idle: a server may shed per-connection state of
     # idle clients (greenchat ends idle writer greenlets after 2-4 s).
     rss = proc_rss_kb(a.pid)

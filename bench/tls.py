@@ -17,7 +17,6 @@ is bounded by them too; server CPU per delivery is the figure to compare.
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 
@@ -25,17 +24,9 @@ import gevent
 from gevent import socket
 from gevent.pool import Pool
 
-from bench.__main__ import Server
+from bench.common import Server, greenchat_command, proc_cpu_seconds, write_credentials
 from greenchat import certs, tls
 from greenchat.codec import encode
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Client:
@@ -73,9 +64,9 @@ def count_lines(client, expected, done):
 def run(port, pid, context, logins, n, m, window):
     result = {}
     pool = Pool(20)
-    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    cpu0, t0 = proc_cpu_seconds(pid), time.perf_counter()
     clients = list(pool.imap(lambda i: Client(port, f"u{i}", context), range(logins)))
-    elapsed, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+    elapsed, cpu = time.perf_counter() - t0, proc_cpu_seconds(pid) - cpu0
     result["logins_per_s"] = logins / elapsed
     result["cpu_ms_per_login"] = 1000 * cpu / logins
     for c in clients:
@@ -98,7 +89,7 @@ def run(port, pid, context, logins, n, m, window):
     done = []
     readers = [gevent.spawn(count_lines, r, m, done) for r in receivers]
     frame = b"x" * 40
-    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    cpu0, t0 = proc_cpu_seconds(pid), time.perf_counter()
     answered = 0
     for i in range(m):
         sender.sock.sendall(encode({"type": "command", "id": i,
@@ -108,7 +99,7 @@ def run(port, pid, context, logins, n, m, window):
             answered += 1
     gevent.joinall(readers, timeout=120)
     elapsed = max(done) - t0 if done else float("nan")
-    cpu = cpu_seconds(pid) - cpu0
+    cpu = proc_cpu_seconds(pid) - cpu0
     result["deliveries_per_s"] = n * m / elapsed
     result["cpu_s_per_M"] = cpu / (n * m) * 1e6
     for c in receivers + [sender]:
@@ -127,21 +118,17 @@ def main(argv=None):
     work = tempfile.mkdtemp(prefix="greenchat-tls-bench-")
     try:
         credentials = os.path.join(work, "credentials.txt")
-        with open(credentials, "w") as f:
-            for prefix, count in (("u", a.logins), ("r", a.n)):
-                f.writelines(f"{prefix}{i} pw\n" for i in range(count))
-            f.write("sender pw\n")
+        write_credentials(credentials, [f"u{i}" for i in range(a.logins)]
+                          + [f"r{i}" for i in range(a.n)] + ["sender"])
         cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
         certs.write_pair(*certs.make_pair("localhost"), cert, key)
         rows = {}
         for label, extra, context in (
                 ("plain", [], None),
                 ("TLS", ["--tls-cert", cert, "--tls-key", key], tls.client_context(cert))):
-            server = Server(label, [
-                sys.executable, os.path.join(ROOT, "bin", "greenchat-server"), "0", "60", "3600",
-                "--host", "127.0.0.1", "--credentials", credentials,
-                "--data", os.path.join(work, f"data-{label}"), "--command-rate", "0",
-                "--max-per-address", "100000"] + extra, work)
+            server = Server(label, greenchat_command(
+                credentials, os.path.join(work, f"data-{label}"), "--command-rate", "0",
+                "--max-per-address", "100000", *extra), work)
             try:
                 rows[label] = run(server.port, server.pid, context, a.logins, a.n, a.m, a.window)
             finally:

@@ -1,0 +1,117 @@
+"""What the bench programs share: the greenchat server as a process and the
+wait for its `listening on HOST:PORT` line, a process's CPU seconds and RSS
+from /proc, and the accounts file of the users a run logs in.
+
+Standard library only: the load generator (bench/loadgen.py), which runs
+without gevent, imports it too.
+"""
+
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVER_SCRIPT = os.path.join(ROOT, "bin", "greenchat-server")
+# The password of every account a bench run writes.
+PASSWORD = "pw"
+LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def raise_fd_limit():
+    """Open files up to the hard limit (a preexec_fn for the servers too)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def write_credentials(path, names, password=PASSWORD, passwords=None, ids=None):
+    """An accounts file for `names`: each with `password` unless `passwords`
+    names another, and the account id `ids` gives it (the third field)."""
+    passwords, ids = passwords or {}, ids or {}
+    with open(path, "w") as f:
+        f.write("".join(f"{name} {passwords.get(name, password)} {ids.get(name, '')}".rstrip()
+                        + "\n" for name in names))
+
+
+def greenchat_command(credentials, data, *options, block_duration="60", timeout="3600"):
+    """bin/greenchat-server's command line: port 0 on 127.0.0.1."""
+    return [sys.executable, SERVER_SCRIPT, "0", block_duration, timeout, "--host", "127.0.0.1",
+            "--credentials", credentials, "--data", data, *options]
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def wait_listening(proc, log_path, timeout, after=0):
+    """The port of the first `listening on HOST:PORT` line past the first
+    `after` such lines of the log at `log_path` (stderr of `proc`), once it is
+    written; None if `proc` ends first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ports = LISTENING.findall(read_text(log_path))
+        if len(ports) > after:
+            return int(ports[after])
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    return None
+
+
+class Server:
+    """A server process started in `workdir`, its stderr in NAME.log there;
+    `port` read from its 'listening on HOST:PORT' line."""
+
+    def __init__(self, name, args, workdir, timeout=20, preexec_fn=raise_fd_limit):
+        self.name = name
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log,
+                                         preexec_fn=preexec_fn, cwd=workdir)
+        self.port = wait_listening(self.proc, self.log_path, timeout)
+        if self.port is None:
+            tail = self.log()[-2000:]
+            self.stop()
+            raise RuntimeError(f"{name} did not start (log: {self.log_path}): {tail}")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def log(self):
+        return read_text(self.log_path)
+
+    def stop(self):
+        """SIGTERM, then SIGKILL after 20 s; the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def proc_cpu_seconds(pid):
+    """User plus system CPU seconds process `pid` has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_kb(pid):
+    """Process `pid`'s resident set in KiB (-1 if /proc does not say)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
