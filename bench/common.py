@@ -1,9 +1,10 @@
 """What the bench programs share: the greenchat server as a process and the
 wait for its `listening on HOST:PORT` line, a process's CPU seconds and RSS
-from /proc, and the accounts file of the users a run logs in.
+from /proc, the accounts file of the users a run logs in, and the frames
+that log one in.
 
-Standard library only: the load generator (bench/loadgen.py), which runs
-without gevent, imports it too.
+The standard library and greenchat's sans-IO frames and codec only: the load
+generator (bench/loadgen.py), which runs without gevent, imports it too.
 """
 
 import os
@@ -14,10 +15,16 @@ import subprocess
 import sys
 import time
 
+from greenchat import frames
+from greenchat.codec import encode
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER_SCRIPT = os.path.join(ROOT, "bin", "greenchat-server")
 # The password of every account a bench run writes.
 PASSWORD = "pw"
+# The hello's informative `client` member.
+CLIENT = "greenchat-bench"
+HELLO = encode(frames.hello(CLIENT))
 LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -35,6 +42,11 @@ def write_credentials(path, names, password=PASSWORD, passwords=None, ids=None):
     with open(path, "w") as f:
         f.write("".join(f"{name} {passwords.get(name, password)} {ids.get(name, '')}".rstrip()
                         + "\n" for name in names))
+
+
+def login_frames(user, password=PASSWORD):
+    """The bytes of a whole login: hello, username and password."""
+    return HELLO + encode(frames.username(user)) + encode(frames.password(password))
 
 
 def greenchat_command(credentials, data, *options, block_duration="60", timeout="3600"):

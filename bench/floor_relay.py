@@ -13,12 +13,18 @@ kernel and the load generator on this machine.
 
 import argparse
 import json
+import os
 import sys
 
 from gevent import socket
 from gevent.server import StreamServer
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from greenchat import frames
+from greenchat.codec import encode
+
+LOGGED_IN = encode(frames.login(frames.LOGGED_IN))
 
 
 def main(argv=None):
@@ -44,13 +50,11 @@ def main(argv=None):
                         me = frame["username"]
                         users[me] = sock
                     elif kind == "password":
-                        sock.sendall(b'{"type":"login","status":"ok"}\n')
+                        sock.sendall(LOGGED_IN)
                     elif kind == "command":
                         _, to, text = frame["line"].split(" ", 2)
-                        users[to].sendall((_dumps({"type": "message", "from": me,
-                                                   "text": text}) + "\n").encode())
-                        sock.sendall((_dumps({"type": "reply", "id": frame["id"], "ok": True,
-                                              "lines": []}) + "\n").encode())
+                        users[to].sendall(encode(frames.message(me, text)))
+                        sock.sendall(encode(frames.reply(frame["id"])))
         finally:
             users.pop(me, None)
 

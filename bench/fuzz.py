@@ -59,7 +59,8 @@ import gevent
 from gevent import socket
 from gevent.event import Event
 
-from bench.common import Server, greenchat_command, write_credentials
+from bench.common import HELLO, Server, greenchat_command, login_frames, write_credentials
+from greenchat.frames import command, username
 
 # Often enough to sample a short phase; well under the default command rate.
 CANARY_EVERY = 0.1
@@ -81,23 +82,18 @@ PHASES = (("limited", [], BLANK_FLOODS + ("probes",)),
 
 
 def frame(obj):
+    """The fuzzer's encoding: json.dumps with its spaces (greenchat's own is
+    compact), so the mix's bytes for a seed, and what mutate() makes of them,
+    are what they always were."""
     return (json.dumps(obj) + "\n").encode()
-
-
-HELLO = frame({"type": "hello", "version": 1})
-
-
-def login_frames(user, password="pw"):
-    return (HELLO + frame({"type": "username", "username": user})
-            + frame({"type": "password", "password": password}))
 
 
 def valid_command(rng):
     user = rng.choice(USERS + ["nobody", ""])
-    return frame({"type": "command", "id": rng.randrange(1 << 31), "line": rng.choice([
+    return frame(command(rng.randrange(1 << 31), rng.choice([
         f"message {user} {rng.random()}", f"broadcast hi {rng.random()}", "whoelse",
         f"whoelsesince {rng.randrange(-5, 10**6)}", f"block {user}", f"unblock {user}",
-        f"startprivate {user}", "dance", "", "message", "\x00\x01", "é" * 50])})
+        f"startprivate {user}", "dance", "", "message", "\x00\x01", "é" * 50])))
 
 
 def mutate(data, rng):
@@ -189,8 +185,7 @@ def flood_commands(rng):
     # fill the store and the other fuzz users' mailboxes instead.
     lines = ["whoelse", "whoelsesince 3600", "message nobody hi", "block nobody",
              "unblock nobody", "startprivate nobody"]
-    return b"".join(frame({"type": "command", "id": i, "line": rng.choice(lines)})
-                    for i in range(BATCH))
+    return b"".join(frame(command(i, rng.choice(lines))) for i in range(BATCH))
 
 
 def flooder(address, kind, user, rng, stats, stop):
@@ -199,8 +194,7 @@ def flooder(address, kind, user, rng, stats, stop):
     if kind in BLANK_FLOODS:
         chunk, frames = blank_chunk(kind, rng), 1
     elif kind == "probes":
-        chunk = b"".join(frame({"type": "username", "username": rng.choice(USERS + ["nobody"])})
-                         for _ in range(BATCH))
+        chunk = b"".join(frame(username(rng.choice(USERS + ["nobody"]))) for _ in range(BATCH))
         frames = BATCH
     else:
         chunk, frames = flood_commands(rng), BATCH
@@ -270,7 +264,7 @@ def canary(address, stats, stop):
     while not stop[0]:
         n += 1
         start = time.monotonic()
-        sock.sendall(frame({"type": "command", "id": n, "line": "whoelse"}))
+        sock.sendall(frame(command(n, "whoelse")))
         needle = b'"id":%d,' % n
         with gevent.Timeout(30, False):
             while needle not in buffer:

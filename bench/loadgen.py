@@ -1,4 +1,5 @@
-"""Bounded loopback load generator for greenchat's protocol (stdlib only).
+"""Bounded loopback load generator for greenchat's protocol (no gevent: the
+standard library, bench/common.py and greenchat's sans-IO frames and codec).
 
 Runs in its own process, single-threaded over epoll, so the server under test
 has the other core to itself. Targets 127.0.0.1 only. Every loop is bounded by
@@ -26,7 +27,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import proc_cpu_seconds, proc_rss_kb
+from bench.common import login_frames, proc_cpu_seconds, proc_rss_kb
+from greenchat import frames
+from greenchat.codec import encode
 
 HOST = "127.0.0.1"
 EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP = (select.EPOLLIN, select.EPOLLOUT,
@@ -34,18 +37,8 @@ EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP = (select.EPOLLIN, select.EPOLLOUT,
 LOGIN_OK = b'"status":"ok"'
 
 
-def frame(obj):
-    return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
-
-
-def login_frames(user):
-    return (frame({"type": "hello", "version": 1})
-            + frame({"type": "username", "username": user})
-            + frame({"type": "password", "password": "pw"}))
-
-
 def command(i, line):
-    return frame({"type": "command", "id": i, "line": line})
+    return encode(frames.command(i, line))
 
 
 def self_cpu_s():

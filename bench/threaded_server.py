@@ -24,9 +24,11 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from greenchat.codec import Decoder, encode  # noqa: E402
+from greenchat import frames
+from greenchat.codec import Decoder, encode
 
 WELCOME = "Welcome to the greatest messaging application ever!"
+INVALID_PASSWORD = "Invalid Password. Please try again"
 
 
 class Mailbox:
@@ -101,20 +103,18 @@ class Server:
             for frame in decoder.feed(data):
                 kind = frame["type"]
                 if kind == "hello":
-                    mailbox.put(encode({"type": "hello", "version": 1, "server": "threaded"}))
+                    mailbox.put(encode(frames.server_hello("threaded")))
                 elif kind == "username":
                     candidate = frame.get("username")
-                    mailbox.put(encode({"type": "login", "status": "password"}))
+                    mailbox.put(encode(frames.login(frames.ASK_PASSWORD)))
                 elif kind == "password" and name is None:
                     if self.accounts.get(candidate) != frame.get("password"):
-                        mailbox.put(encode({"type": "login", "status": "password",
-                                            "text": "Invalid Password. Please try again"}))
+                        mailbox.put(encode(frames.login(frames.ASK_PASSWORD, INVALID_PASSWORD)))
                         continue
                     name = candidate
                     with self.lock:
                         self.online[name] = mailbox
-                    mailbox.put(encode({"type": "login", "status": "ok", "user": name,
-                                        "text": WELCOME}))
+                    mailbox.put(encode(frames.login(frames.LOGGED_IN, WELCOME, user=name)))
                 elif kind == "command" and name is not None:
                     if not self.command(name, mailbox, frame):
                         return name
@@ -127,9 +127,9 @@ class Server:
             with self.lock:
                 target = self.online.get(to)
             if target is not None:
-                target.put(encode({"type": "message", "from": name, "text": text}))
+                target.put(encode(frames.message(name, text)))
         elif verb == "broadcast":
-            data = encode({"type": "message", "from": name, "text": rest, "broadcast": True})
+            data = encode(frames.message(name, rest, broadcast=True))
             with self.lock:
                 targets = [m for n, m in self.online.items() if n != name]
             for target in targets:
@@ -138,11 +138,11 @@ class Server:
             with self.lock:
                 lines = sorted(n for n in self.online if n != name) or ["No other users online"]
         elif verb == "logout":
-            mailbox.put(encode({"type": "bye", "reason": "logout", "text": "Goodbye"}))
+            mailbox.put(encode(frames.bye(frames.LOGOUT, "Goodbye")))
             return False
         else:
             ok, lines = False, ["Error. Invalid command"]
-        mailbox.put(encode({"type": "reply", "id": frame.get("id"), "ok": ok, "lines": lines}))
+        mailbox.put(encode(frames.reply(frame.get("id"), lines, ok)))
         return True
 
 

@@ -24,8 +24,14 @@ import gevent
 from gevent import socket
 from gevent.pool import Pool
 
-from bench.common import Server, greenchat_command, proc_cpu_seconds, write_credentials
-from greenchat import certs, tls
+from bench.common import (
+    Server,
+    greenchat_command,
+    login_frames,
+    proc_cpu_seconds,
+    write_credentials,
+)
+from greenchat import certs, frames, tls
 from greenchat.codec import encode
 
 
@@ -37,9 +43,7 @@ class Client:
         sock.settimeout(60)
         self.sock = sock
         self.buffer = b""
-        sock.sendall(encode({"type": "hello", "version": 1}) +
-                     encode({"type": "username", "username": name}) +
-                     encode({"type": "password", "password": "pw"}))
+        sock.sendall(login_frames(name))
         self.until(b'"status":"ok"')
 
     def until(self, needle):
@@ -88,12 +92,11 @@ def run(port, pid, context, logins, n, m, window):
         r.sock.setblocking(True)
     done = []
     readers = [gevent.spawn(count_lines, r, m, done) for r in receivers]
-    frame = b"x" * 40
+    padding = "x" * 40
     cpu0, t0 = proc_cpu_seconds(pid), time.perf_counter()
     answered = 0
     for i in range(m):
-        sender.sock.sendall(encode({"type": "command", "id": i,
-                                    "line": f"broadcast {i:08d} {frame.decode()}"}))
+        sender.sock.sendall(encode(frames.command(i, f"broadcast {i:08d} {padding}")))
         while i - answered >= window:
             sender.until(b'"type":"reply"')
             answered += 1

@@ -12,23 +12,27 @@ reading every answer so the server never cuts it off as a slow reader). It print
 line, `connections N`, when it ends: how many times it connected.
 """
 
+import os
 import socket
 import ssl
 import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import HELLO, login_frames
+from greenchat import frames
+from greenchat.codec import encode
+
 PAYLOADS = {
     "blank": b"\n" * 65536,
     "whitespace": b" \t \r\n" * 16384,
     "spaces": b" " * 65536,
-    "probes": b'{"type":"username","username":"nobody"}\n' * 1500,
-    "commands": b'{"type":"command","id":1,"line":"whoelse"}\n' * 1500,
+    "probes": encode(frames.username("nobody")) * 1500,
+    "commands": encode(frames.command(1, "whoelse")) * 1500,
 }
-HELLO = b'{"type":"hello","version":1}\n'
-PREFIX = {"probes": HELLO,
-          "commands": HELLO + b'{"type":"username","username":"flood"}\n'
-                              b'{"type":"password","password":"pw"}\n'}
+PREFIX = {"probes": HELLO, "commands": login_frames("flood")}
 
 
 def drain(sock):

@@ -17,7 +17,7 @@ import gevent
 from gevent import socket
 from gevent.event import AsyncResult, Event
 
-from greenchat import texts, tls
+from greenchat import frames, texts, tls
 from greenchat.cli import build_server
 from greenchat.client.client import Client
 from greenchat.client.console import Console
@@ -25,6 +25,8 @@ from greenchat.codec import Decoder, encode
 from greenchat.config import ClientConfig, ServerConfig
 
 PASSWORD = "pw"
+# The hello's informative `client` member, from an Agent.
+CLIENT = "greenchat-tests"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER_SCRIPT = os.path.join(ROOT, "bin", "greenchat-server")
 CLIENT_SCRIPT = os.path.join(ROOT, "bin", "greenchat-client")
@@ -174,9 +176,9 @@ class Agent:
 
     def login(self, password=PASSWORD, timeout=60):
         self.connect()
-        self.send({"type": "hello", "version": 1})
-        self.send({"type": "username", "username": self.name})
-        self.send({"type": "password", "password": password})
+        self.send(frames.hello(CLIENT))
+        self.send(frames.username(self.name))
+        self.send(frames.password(password))
         frame = self._wait(self._waiters["login"], timeout, "login")
         if frame.get("status") == "ok":
             self.sessions.append([time.monotonic(), None])
@@ -188,14 +190,14 @@ class Agent:
         self.lines[request_id] = line
         waiter = self._waiters[request_id] = AsyncResult()
         sent_at = time.monotonic()
-        self.send({"type": "command", "id": request_id, "line": line})
+        self.send(frames.command(request_id, line))
         return sent_at, self._wait(waiter, timeout, line)
 
     def logout(self, timeout=60):
         self.sessions[-1][1] = time.monotonic()
         self._next_id += 1
         self.lines[self._next_id] = "logout"
-        self.send({"type": "command", "id": self._next_id, "line": "logout"})
+        self.send(frames.command(self._next_id, "logout"))
         bye = self._wait(self._waiters["bye"], timeout, "logout")
         self.closed.wait(timeout)
         self.sock.close()

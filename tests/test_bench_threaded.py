@@ -9,6 +9,7 @@ import time
 
 from gevent import socket
 
+from greenchat import frames
 from greenchat.codec import Decoder, encode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,8 +26,8 @@ def test_threaded_server_speaks_the_protocol(tmp_path):
         socks = {}
         for user in ("u1", "u2"):
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-            for frame in ({"type": "hello", "version": 1}, {"type": "username", "username": user},
-                          {"type": "password", "password": "pw"}):
+            for frame in (frames.hello("test_bench_threaded"), frames.username(user),
+                          frames.password("pw")):
                 sock.sendall(encode(frame))
             socks[user] = (sock, Decoder())
 
@@ -41,12 +42,12 @@ def test_threaded_server_speaks_the_protocol(tmp_path):
 
         for user in socks:
             until(user, lambda f: f.get("status") == "ok")
-        socks["u1"][0].sendall(encode({"type": "command", "id": 1, "line": "message u2 hi there"}))
+        socks["u1"][0].sendall(encode(frames.command(1, "message u2 hi there")))
         assert until("u2", lambda f: f["type"] == "message") == \
             {"type": "message", "from": "u1", "text": "hi there"}
-        socks["u2"][0].sendall(encode({"type": "command", "id": 2, "line": "broadcast all"}))
+        socks["u2"][0].sendall(encode(frames.command(2, "broadcast all")))
         assert until("u1", lambda f: f["type"] == "message")["text"] == "all"
-        socks["u1"][0].sendall(encode({"type": "command", "id": 3, "line": "whoelse"}))
+        socks["u1"][0].sendall(encode(frames.command(3, "whoelse")))
         assert until("u1", lambda f: f["type"] == "reply" and f["id"] == 3)["lines"] == ["u2"]
     finally:
         proc.send_signal(signal.SIGTERM)

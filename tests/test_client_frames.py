@@ -9,7 +9,7 @@ send: the real client, against a fake server in this process, shows a
 import pytest
 from gevent.server import StreamServer
 
-from greenchat import texts
+from greenchat import frames, texts
 from greenchat.client import client
 from greenchat.codec import DEFAULT_MAX_FRAME, Decoder, encode
 
@@ -36,15 +36,14 @@ def fake_server():
                     for frame in decoder.feed(data):
                         kind = frame["type"]
                         if kind == "hello":
-                            sock.sendall(encode({"type": "hello", "version": 1}))
+                            sock.sendall(encode(frames.server_hello("fake")))
                         elif kind == "username":
-                            sock.sendall(encode({"type": "login", "status": "password"}))
+                            sock.sendall(encode(frames.login(frames.ASK_PASSWORD)))
                         elif kind == "password":
-                            sock.sendall(encode({"type": "login", "status": "ok", "user": "hans",
-                                                 "text": texts.WELCOME}))
+                            sock.sendall(encode(frames.login(frames.LOGGED_IN, texts.WELCOME,
+                                                             user="hans")))
                         elif frame["line"] == "logout":
-                            sock.sendall(encode({"type": "bye", "reason": "logout",
-                                                 "text": texts.GOODBYE}))
+                            sock.sendall(encode(frames.bye(frames.LOGOUT, texts.GOODBYE)))
                             return
                         else:
                             sock.sendall(answer(frame))
@@ -64,7 +63,7 @@ def fake_server():
 
 
 def reply(frame, lines):
-    return encode({"type": "reply", "id": frame["id"], "ok": True, "lines": lines})
+    return encode(frames.reply(frame["id"], lines))
 
 
 def test_a_whoelse_of_10000_long_names_is_shown_and_the_session_goes_on(fake_server, capfd):
@@ -89,8 +88,7 @@ def test_a_whoelse_of_10000_long_names_is_shown_and_the_session_goes_on(fake_ser
 
 
 def test_a_frame_over_16_mib_ends_the_session_quietly(fake_server, capfd):
-    huge = b'{"type":"reply","id":1,"ok":true,"lines":["' + b"x" * client.SERVER_MAX_FRAME \
-        + b'"]}\n'
+    huge = encode(frames.reply(1, ["x" * client.SERVER_MAX_FRAME]))
     hans = User("hans", fake_server(lambda frame: huge))
     hans.type("whoelse")
     hans.expect(texts.CONNECTION_LOST, timeout=10)

@@ -21,7 +21,7 @@ import pytest
 from gevent import socket
 from gevent.server import StreamServer
 
-from greenchat import texts
+from greenchat import frames, texts
 from greenchat.client import client as client_module
 from greenchat.client import peer
 from greenchat.client.client import Client
@@ -33,22 +33,22 @@ from greenchat.transport import FrameConnection
 from support import Screen
 
 GOES_ON, LOST = "goes on", "lost"
-STILL_HERE = {"type": "message", "from": "yoda", "text": "still here"}
+STILL_HERE = frames.message("yoda", "still here")
 TOKEN = "a-one-time-token"
 
 
 def welcome():
-    return {"type": "login", "status": "ok", "user": "hans", "text": texts.WELCOME}
+    return frames.login(frames.LOGGED_IN, texts.WELCOME, user="hans")
 
 
 def reply(frame, lines, **extra):
-    return {"type": "reply", "id": frame["id"], "ok": True, "lines": lines, **extra}
+    return frames.reply(frame["id"], lines, **extra)
 
 
 def normal_answer(frame):
     """A command's answer: `done`, or for logout the goodbye."""
     if frame["line"] == "logout":
-        return [{"type": "bye", "reason": "logout", "text": texts.GOODBYE}]
+        return [frames.bye(frames.LOGOUT, texts.GOODBYE)]
     return [reply(frame, ["done"])]
 
 
@@ -60,8 +60,8 @@ def fake_server():
     servers = []
 
     def start(**steps):
-        answers = dict(hello=lambda frame: [{"type": "hello", "version": 1}],
-                       username=lambda frame: [{"type": "login", "status": "password"}],
+        answers = dict(hello=lambda frame: [frames.server_hello("fake")],
+                       username=lambda frame: [frames.login(frames.ASK_PASSWORD)],
                        password=lambda frame: [welcome()],
                        command=normal_answer)
         answers.update(steps)
@@ -195,8 +195,7 @@ AFTER_LOGIN = {
     "private_offer from a list": ({"type": "private_offer", "from": ["y"], "token": "t"}, []),
     "private_stop user a list": ({"type": "private_stop", "user": ["yoda"]}, []),
     "an unknown frame type": ({"type": "dance", "text": 5, "lines": 7}, []),
-    "a message of 1 MB": ({"type": "message", "from": "yoda", "text": "x" * 1_000_000},
-                          ["yoda: " + "x" * 1_000_000]),
+    "a message of 1 MB": (frames.message("yoda", "x" * 1_000_000), ["yoda: " + "x" * 1_000_000]),
     "bye text a dict": ({"type": "bye", "reason": "logout", "text": {"a": 1}}, LOST),
     "bye reason a list": ({"type": "bye", "reason": ["logout"], "text": "Goodbye"}, LOST),
     "error text a list": ({"type": "error", "text": ["Error. x"]}, LOST),
@@ -292,7 +291,7 @@ def test_a_hostile_peer_on_a_private_link(fake_server, clean, case, direction):
     if direction == "accepted":
         # The server introduces vader, who connects to hans's listener.
         hans = Hans(fake_server(password=lambda frame: [
-            welcome(), {"type": "private_offer", "from": "vader", "token": TOKEN}]))
+            welcome(), frames.private_offer("vader", TOKEN)]))
         hans.wait_for_link()
         conn = peer.connect("127.0.0.1", hans.client.listener.address[1], "vader", TOKEN, 65536)
         hans.expect(texts.started_private_with_you("vader"))
@@ -310,7 +309,7 @@ def test_a_hostile_peer_on_a_private_link(fake_server, clean, case, direction):
         conn = FrameConnection(sock, 65536)
         hello = conn.read(5)
         assert hello["type"] == "peer_hello" and hello["token"] == TOKEN
-        conn.send({"type": "peer_ok", "user": "vader"})
+        conn.send(frames.peer_ok("vader"))
         hans.expect(texts.start_private("vader"))
     try:
         hostile = PEER_FRAMES[case]
@@ -319,11 +318,11 @@ def test_a_hostile_peer_on_a_private_link(fake_server, clean, case, direction):
             hans.expect(texts.private_stopped("vader"))
         else:
             conn.send(hostile)
-            conn.send({"type": "private", "text": "still linked"})
+            conn.send(frames.private("still linked"))
             hans.expect("vader(private): still linked")
             hans.type("private vader back")
             assert conn.read(5) == {"type": "private", "text": "back"}
-            conn.send({"type": "stop"})
+            conn.send(frames.stop())
             hans.expect(texts.private_stopped("vader"))
     finally:
         conn.close()
@@ -349,8 +348,7 @@ def test_an_unexpected_exception_ends_the_session_cleanly(fake_server, capfd, ca
     if where == "login":
         monkeypatch.setattr(Console, "read_secret", boom)
     address = fake_server(
-        password=lambda frame: [welcome(), {"type": "private_offer", "from": "vader",
-                                            "token": TOKEN}],
+        password=lambda frame: [welcome(), frames.private_offer("vader", TOKEN)],
         command=lambda frame: [STILL_HERE, reply(frame, ["done"])])
     hans = Hans(address)
     restored = []
@@ -367,7 +365,7 @@ def test_an_unexpected_exception_ends_the_session_cleanly(fake_server, capfd, ca
     elif where == "link":
         monkeypatch.setattr(texts, "private_line", boom)
         conn = peer.connect("127.0.0.1", hans.client.listener.address[1], "vader", TOKEN, 65536)
-        conn.send({"type": "private", "text": "hi"})
+        conn.send(frames.private("hi"))
     assert hans.greenlet.get(timeout=10) == 1
     assert hans.screen.lines.count(texts.CONNECTION_LOST) == 1, hans.screen.lines
     if where != "login":

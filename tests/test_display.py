@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from greenchat import texts
+from greenchat import frames, texts
 from greenchat.client import console
 from greenchat.client.client import Client, _Refused
 from greenchat.client.console import Console
@@ -115,11 +115,11 @@ def client_on_a_pipe(frames):
 def test_names_and_texts_from_every_frame_are_escaped():
     evil = "\x1b[2Jva\rder\u202e"
     client, screen = client_on_a_pipe([
-        {"type": "presence", "user": evil, "online": True},
-        {"type": "message", "from": evil, "text": "hi\x9b"},
-        {"type": "presence", "user": evil, "online": False},
-        {"type": "reply", "id": 0, "ok": False, "lines": ["Error. \x1b]0;x\x07", "a\nb"]},
-        {"type": "bye", "reason": "shutdown", "text": "bye\x1b[2J"},
+        frames.presence(evil, True),
+        frames.message(evil, "hi\x9b"),
+        frames.presence(evil, False),
+        frames.reply(0, ["Error. \x1b]0;x\x07", "a\nb"], ok=False),
+        frames.bye(frames.SHUTDOWN, "bye\x1b[2J"),
     ])
     client._receive()
     name = "^[[2Jva^Mder<U+202E>"
@@ -131,7 +131,7 @@ def test_names_and_texts_from_every_frame_are_escaped():
 
 
 def test_login_texts_private_lines_and_peer_names_are_escaped():
-    client, screen = client_on_a_pipe([{"type": "error", "text": "no\x1b]52;c;eA==\x07"}])
+    client, screen = client_on_a_pipe([frames.error("no\x1b]52;c;eA==\x07")])
     with pytest.raises(_Refused):
         client._expect()
     evil = "vader\x1b]0;x\x07"
