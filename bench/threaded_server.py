@@ -1,6 +1,6 @@
 """The original system's design, for comparison only: a thread per connection
-and condition variables. Standard library and greenchat's pure-Python codec;
-no gevent.
+and condition variables. Standard library, greenchat's pure-Python codec and
+frames, and its accounts file reader (credentials.py); no gevent.
 
 Each connection has a reader thread, which runs its commands, and a writer
 thread, which waits on its mailbox's threading.Condition and sends whatever
@@ -26,6 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from greenchat import frames
 from greenchat.codec import Decoder, encode
+from greenchat.credentials import Credentials
+from greenchat.errors import CredentialsError
 
 WELCOME = "Welcome to the greatest messaging application ever!"
 INVALID_PASSWORD = "Invalid Password. Please try again"
@@ -49,8 +51,8 @@ class Mailbox:
 
 
 class Server:
-    def __init__(self, accounts):
-        self.accounts = accounts
+    def __init__(self, credentials):
+        self.credentials = credentials
         self.online = {}                 # name -> Mailbox
         self.lock = threading.Lock()     # guards self.online
 
@@ -108,7 +110,8 @@ class Server:
                     candidate = frame.get("username")
                     mailbox.put(encode(frames.login(frames.ASK_PASSWORD)))
                 elif kind == "password" and name is None:
-                    if self.accounts.get(candidate) != frame.get("password"):
+                    secret = frame.get("password")
+                    if not isinstance(secret, str) or not self.credentials.check(candidate, secret):
                         mailbox.put(encode(frames.login(frames.ASK_PASSWORD, INVALID_PASSWORD)))
                         continue
                     name = candidate
@@ -152,12 +155,10 @@ def main():
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--credentials", required=True)
     a = p.parse_args()
-    accounts = {}
-    with open(a.credentials) as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) == 2 and not fields[0].startswith("#"):
-                accounts[fields[0]] = fields[1]
+    try:
+        credentials = Credentials.load(a.credentials)
+    except CredentialsError as exc:
+        sys.exit(str(exc))
     threading.stack_size(256 * 1024)
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -166,7 +167,7 @@ def main():
     print(f"listening on 127.0.0.1:{listener.getsockname()[1]}", file=sys.stderr, flush=True)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: os._exit(0))
-    Server(accounts).serve(listener)
+    Server(credentials).serve(listener)
 
 
 if __name__ == "__main__":
