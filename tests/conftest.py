@@ -1,11 +1,10 @@
 """Fixtures shared by the test modules."""
 
-import re
 import signal
 
 import pytest
 
-from support import SERVER_SCRIPT, Proc, ServerFactory
+from support import SERVER_SCRIPT, Proc, ServerFactory, listening_port
 
 
 @pytest.fixture
@@ -25,8 +24,7 @@ def server_process(tmp_path):
     creds.write_text("hans falcon*solo\nyoda wise@!man\n")
     proc = Proc([SERVER_SCRIPT, "0", "5", "30", "--host", "127.0.0.1", "--credentials", str(creds),
                  "--data", str(tmp_path / "data")])
-    line = proc.expect(re.compile(r"listening on 127\.0\.0\.1:\d+"), stream="stderr")
-    proc.port = int(line.rsplit(":", 1)[1])
+    proc.port = listening_port(proc)
     yield proc
     if proc.p.poll() is None:
         proc.p.send_signal(signal.SIGTERM)

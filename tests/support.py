@@ -7,7 +7,6 @@ every frame with its arrival time, and every wait is bounded.
 
 import gc
 import os
-import re
 import select
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import gevent
 from gevent import socket
 from gevent.event import AsyncResult, Event
 
+from bench.common import LISTENING, greenchat_command, read_text, wait_listening, write_credentials
 from greenchat import frames, texts, tls
 from greenchat.cli import build_server
 from greenchat.client.client import Client
@@ -43,10 +43,7 @@ class ServerFactory:
     def __call__(self, users, passwords=None, ids=None, **overrides):
         """A server for `users` (password PASSWORD unless `passwords` says
         otherwise; `ids` gives account ids, the file's third field)."""
-        creds = self.tmp_path / "credentials.txt"
-        passwords, ids = passwords or {}, ids or {}
-        creds.write_text("".join(f"{u} {passwords.get(u, PASSWORD)} {ids.get(u, '')}".rstrip()
-                                 + "\n" for u in users))
+        write_credentials(self.tmp_path / "credentials.txt", users, PASSWORD, passwords, ids)
         return self.again(**overrides)
 
     def again(self, **overrides):
@@ -75,35 +72,22 @@ class ServerProcess:
 
     def __init__(self, directory, *args, block_duration="60", timeout="600", preexec_fn=None):
         self.log_path = os.path.join(directory, "server.log")
+        # The log goes on from an earlier start: its port is in the next line.
+        seen = len(LISTENING.findall(self.log()))
         with open(self.log_path, "a") as log:
-            seen = self._ports()
             self.proc = subprocess.Popen(
-                [sys.executable, SERVER_SCRIPT, "0", block_duration, timeout,
-                 "--host", "127.0.0.1",
-                 "--credentials", os.path.join(directory, "credentials.txt"),
-                 "--data", os.path.join(directory, "data"), "--command-rate", "0", *args],
+                greenchat_command(os.path.join(directory, "credentials.txt"),
+                                  os.path.join(directory, "data"), "--command-rate", "0", *args,
+                                  block_duration=block_duration, timeout=timeout),
                 stdout=subprocess.DEVNULL, stderr=log, preexec_fn=preexec_fn)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            ports = self._ports()
-            if len(ports) > len(seen):
-                self.address = ("127.0.0.1", int(ports[-1]))
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.proc.kill()
-        raise AssertionError(f"server did not start: {self.log()[-2000:]}")
-
-    def _ports(self):
-        return re.findall(r"listening on 127\.0\.0\.1:(\d+)", self.log())
+        port = wait_listening(self.proc, self.log_path, 15, after=seen)
+        if port is None:
+            self.proc.kill()
+            raise AssertionError(f"server did not start: {self.log()[-2000:]}")
+        self.address = ("127.0.0.1", port)
 
     def log(self):
-        try:
-            with open(self.log_path) as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_text(self.log_path)
 
     def kill(self):
         """kill -9, no warning."""
@@ -389,6 +373,11 @@ class Proc:
             if self.p.poll() is None:
                 self.p.kill()
                 self.p.wait()
+
+
+def listening_port(server):
+    """The port in a server Proc's `listening on HOST:PORT` line (its stderr)."""
+    return int(LISTENING.search(server.expect(LISTENING, stream="stderr")).group(1))
 
 
 def client_process(port, *options):

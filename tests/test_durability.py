@@ -8,6 +8,7 @@ import time
 
 import gevent
 
+from bench.common import write_credentials
 from greenchat import texts
 
 from support import Agent, ServerProcess
@@ -19,7 +20,7 @@ def start(tmp_path):
 
 
 def test_acknowledged_messages_survive_kill_9_exactly_once(tmp_path):
-    (tmp_path / "credentials.txt").write_text("sender pw\nreader pw\nvictim pw\nrude pw\n")
+    write_credentials(tmp_path / "credentials.txt", ["sender", "reader", "victim", "rude"])
     proc, address = start(tmp_path)
     try:
         # State that must survive too: a lock and a block.
@@ -76,7 +77,7 @@ def test_acknowledged_messages_survive_kill_9_exactly_once(tmp_path):
 
 
 def test_sigterm_with_clients_connected_tells_all_and_loses_nothing(tmp_path):
-    (tmp_path / "credentials.txt").write_text("".join(f"u{i} pw\n" for i in range(20)))
+    write_credentials(tmp_path / "credentials.txt", [f"u{i}" for i in range(20)])
     proc, address = start(tmp_path)
     try:
         agents = [Agent(f"u{i}", address) for i in range(10)]

@@ -16,6 +16,7 @@ from support import (
     Proc,
     client_process,
     hans_and_yoda,
+    listening_port,
     login,
 )
 
@@ -50,7 +51,7 @@ def test_offline_message_survives_server_restart(tmp_path):
     args = ["5", "30", "--host", "127.0.0.1", "--credentials", str(creds),
             "--data", str(tmp_path / "data")]
     first = Proc([SERVER_SCRIPT, "0"] + args)
-    port = int(first.expect(re.compile(r"listening on .*:\d+"), stream="stderr").rsplit(":", 1)[1])
+    port = listening_port(first)
     yoda = client_process(port)
     login(yoda, "yoda", "wise@!man")
     yoda.write("message hans stored while you were away")
@@ -61,7 +62,7 @@ def test_offline_message_survives_server_restart(tmp_path):
     first.finish()
 
     second = Proc([SERVER_SCRIPT, "0"] + args)
-    port = int(second.expect(re.compile(r"listening on .*:\d+"), stream="stderr").rsplit(":", 1)[1])
+    port = listening_port(second)
     try:
         hans = client_process(port)
         login(hans, "hans", "falcon*solo")
@@ -184,8 +185,7 @@ def test_tls_end_to_end_with_mkcert_and_a_private_link(tmp_path):
                    "--data", str(tmp_path / "data"),
                    "--tls-cert", str(cert), "--tls-key", str(key)])
     try:
-        line = server.expect(re.compile(r"listening on 127\.0\.0\.1:\d+"), stream="stderr")
-        port = line.rsplit(":", 1)[1]
+        port = str(listening_port(server))
         tls = ["--tls", "--ca", str(cert)]
         hans = Proc([CLIENT_SCRIPT, "127.0.0.1", port] + tls)
         login(hans, "hans", "falcon*solo")
