@@ -5,7 +5,6 @@ tests see exactly the frames the server sends; a reader greenlet records
 every frame with its arrival time, and every wait is bounded.
 """
 
-import gc
 import os
 import select
 import subprocess
@@ -17,6 +16,7 @@ from gevent import socket
 from gevent.event import AsyncResult, Event
 
 from bench.common import LISTENING, greenchat_command, read_text, wait_listening, write_credentials
+from bench.hubgap import HubTicker as HubTicker  # re-exported: tests import it from here
 from greenchat import frames, texts, tls
 from greenchat.cli import build_server
 from greenchat.client.client import Client
@@ -286,33 +286,6 @@ class User:
 def run_all(greenlets, timeout):
     done = gevent.joinall(greenlets, timeout=timeout, raise_error=True)
     assert len(done) == len(greenlets), f"{len(greenlets) - len(done)} agent(s) still running"
-
-
-class HubTicker:
-    """Measures how long the gevent hub goes without running a greenlet:
-    a ticker greenlet sleeps 1 ms at a time and records the gaps."""
-
-    def __init__(self):
-        # Earlier tests' garbage is collected now, not in the middle of the
-        # measurement, where it would be charged to the code under test.
-        gc.collect()
-        self.gaps = []
-        self._running = True
-        self._greenlet = gevent.spawn(self._tick)
-
-    def _tick(self):
-        last = time.perf_counter()
-        while self._running:
-            gevent.sleep(0.001)
-            now = time.perf_counter()
-            self.gaps.append(now - last)
-            last = now
-
-    def stop(self):
-        """Stop ticking; return the longest gap in seconds."""
-        self._running = False
-        self._greenlet.join(5)
-        return max(self.gaps)
 
 
 def exchange_until_closed(address, frames, timeout=5):

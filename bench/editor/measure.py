@@ -19,14 +19,15 @@ import time
 
 import pexpect
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from bench.common import ROOT
 
 
 def measure(script):
     env = dict(os.environ, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
     started = time.perf_counter()
-    term = pexpect.spawn(sys.executable, [os.path.join(HERE, script)], env=env, timeout=20,
-                         encoding="utf-8", dimensions=(24, 80))
+    # As a module of this repository, like measure.py itself.
+    term = pexpect.spawn(sys.executable, ["-m", f"bench.editor.{script[:-3]}"], cwd=ROOT,
+                         env=env, timeout=20, encoding="utf-8", dimensions=(24, 80))
     term.delaybeforesend = None
     term.expect(">")
     startup = time.perf_counter() - started

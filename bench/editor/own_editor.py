@@ -7,8 +7,8 @@ Console reads keys; a 1 ms ticker greenlet records the hub's longest gap.
 import sys
 
 import gevent
-from hubgap import report, ticker  # a sibling: these run as scripts
 
+from bench.hubgap import HubTicker
 from greenchat.client.console import Console
 
 
@@ -20,7 +20,7 @@ def chatter(console):
 
 def main():
     console = Console(0, sys.stdout, color=False)
-    gevent.spawn(ticker)
+    ticker = HubTicker(collect=False)
     gevent.spawn(chatter, console)
     console.start_editing("> ", lambda words: ())
     try:
@@ -28,7 +28,7 @@ def main():
             pass
     finally:
         console.stop_editing()
-    report()
+    print(f"MAXGAP {ticker.stop() * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

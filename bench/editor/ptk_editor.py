@@ -4,11 +4,11 @@ A greenlet prints a line every 50 ms through patch_stdout while the prompt
 runs in a pool thread; a 1 ms ticker greenlet records the hub's longest gap.
 """
 
-
 import gevent
-from hubgap import report, ticker  # a sibling: these run as scripts
 from prompt_toolkit import PromptSession
 from prompt_toolkit.patch_stdout import patch_stdout
+
+from bench.hubgap import HubTicker
 
 
 def chatter():
@@ -19,7 +19,7 @@ def chatter():
 
 def main():
     session = PromptSession()
-    gevent.spawn(ticker)
+    ticker = HubTicker(collect=False)
     gevent.spawn(chatter)
     with patch_stdout():
         while True:
@@ -27,7 +27,7 @@ def main():
             if line == "quit":
                 break
             print(f"you typed {line}")
-    report()
+    print(f"MAXGAP {ticker.stop() * 1000:.1f} ms")
 
 
 if __name__ == "__main__":
