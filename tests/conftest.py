@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from support import SERVER_SCRIPT, Proc, ServerFactory, listening_port
+from support import SERVER_SCRIPT, FakeServer, Proc, ServerFactory, listening_port
 
 
 @pytest.fixture
@@ -12,6 +12,15 @@ def make_server(tmp_path):
     """make_server(users, **config) starts a server in this process on a free
     port; every one started is stopped at teardown."""
     factory = ServerFactory(tmp_path)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture
+def fake_server():
+    """fake_server(**steps) starts a fake server for the real client
+    (support.FakeServer) and returns its address; stopped at teardown."""
+    factory = FakeServer()
     yield factory
     factory.stop_all()
 

@@ -14,6 +14,7 @@ import time
 import gevent
 from gevent import socket
 from gevent.event import AsyncResult, Event
+from gevent.server import StreamServer
 
 from bench.common import LISTENING, greenchat_command, read_text, wait_listening, write_credentials
 from bench.hubgap import HubTicker as HubTicker  # re-exported: tests import it from here
@@ -31,6 +32,42 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER_SCRIPT = os.path.join(ROOT, "bin", "greenchat-server")
 CLIENT_SCRIPT = os.path.join(ROOT, "bin", "greenchat-client")
 DEADLINE = 15.0
+
+
+def poll(condition, timeout, interval=0.01):
+    """condition()'s first true value, asked every `interval` s for up to
+    `timeout` s; after that its last, false, value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        gevent.sleep(interval)
+
+
+def wait_until(condition, failure, timeout=5, interval=0.01):
+    """condition()'s first true value, waiting up to `timeout` s; after that
+    AssertionError(failure())."""
+    value = poll(condition, timeout, interval)
+    if not value:
+        raise AssertionError(failure())
+    return value
+
+
+def wire(frame):
+    """The bytes of `frame`: a dict encoded, raw bytes as they are."""
+    return encode(frame) if isinstance(frame, dict) else frame
+
+
+def frame_batches(sock):
+    """The frames of each read from `sock`, a list a read, until the peer
+    closes the connection."""
+    decoder = Decoder()
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return
+        yield decoder.feed(data)
 
 
 class ServerFactory:
@@ -129,14 +166,10 @@ class Agent:
         self.reader = gevent.spawn(self._read, self.sock, self.closed)
 
     def _read(self, sock, closed):
-        decoder = Decoder()
         try:
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    return
+            for batch in frame_batches(sock):
                 now = time.monotonic()
-                for frame in decoder.feed(data):
+                for frame in batch:
                     self.stream.append((now, frame))
                     kind = frame["type"]
                     if kind == "reply":
@@ -204,15 +237,9 @@ class Agent:
 
     def wait_for(self, predicate, timeout=5):
         """The first recorded frame matching predicate, waiting up to timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for _, frame in self.stream:
-                if predicate(frame):
-                    return frame
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: no matching frame in {timeout}s; "
-                                     f"got {[f for _, f in self.stream][-5:]}")
-            gevent.sleep(0.01)
+        return wait_until(lambda: next((f for _, f in self.stream if predicate(f)), None),
+                          lambda: f"{self.name}: no matching frame in {timeout}s; "
+                                  f"got {[f for _, f in self.stream][-5:]}", timeout)
 
 
 class Screen:
@@ -236,9 +263,10 @@ class Screen:
 
 
 class User:
-    """A real client in a greenlet, typed at through a pipe."""
+    """A real client in a greenlet, typed at through a pipe. It types its
+    name and PASSWORD and, unless told not to, waits for the welcome."""
 
-    def __init__(self, name, address, **config):
+    def __init__(self, name, address, welcome=True, **config):
         self.name = name
         self.screen = Screen()
         read_fd, self.keyboard = os.pipe()
@@ -249,38 +277,32 @@ class User:
         self._read_fd = read_fd
         self.type(name)
         self.type(PASSWORD)
-        self.expect(texts.WELCOME)
-        # The listener's address reaches the server before anything typed next.
-        deadline = time.monotonic() + 5
-        while self.client.listener is None and time.monotonic() < deadline:
-            gevent.sleep(0.01)
+        if welcome:
+            self.expect(texts.WELCOME)
+            # The listener's address reaches the server before anything typed next.
+            poll(lambda: self.client.listener is not None, 5)
 
     def type(self, line):
         os.write(self.keyboard, line.encode() + b"\n")
 
     def expect(self, line, timeout=5):
-        deadline = time.monotonic() + timeout
-        while line not in self.screen.lines:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} never showed {line!r}: {self.screen.lines}")
-            gevent.sleep(0.01)
+        wait_until(lambda: line in self.screen.lines,
+                   lambda: f"{self.name} never showed {line!r}: {self.screen.lines[-10:]}",
+                   timeout)
 
     def settle(self):
         """Wait until the client has answered everything typed so far."""
         self.type("whoelse")
         count = len(self.screen.lines)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            gevent.sleep(0.05)
-            if len(self.screen.lines) > count and self.client._answered.is_set():
-                return
-        raise AssertionError(f"{self.name} did not settle")
+        wait_until(lambda: len(self.screen.lines) > count and self.client._answered.is_set(),
+                   lambda: f"{self.name} did not settle", 5, interval=0.05)
 
     def quit(self):
         os.close(self.keyboard)
-        status = self.greenlet.get(timeout=10)
-        os.close(self._read_fd)
-        return status
+        try:
+            return self.greenlet.get(timeout=10)
+        finally:
+            os.close(self._read_fd)
 
 
 def run_all(greenlets, timeout):
@@ -293,16 +315,74 @@ def exchange_until_closed(address, frames, timeout=5):
     frame received until the server closes it."""
     sock = socket.create_connection(address, timeout=timeout)
     for frame in frames:
-        sock.sendall(encode(frame) if isinstance(frame, dict) else frame)
-    decoder, received = Decoder(), []
+        sock.sendall(wire(frame))
+    received = []
     with gevent.Timeout(timeout):
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            received += decoder.feed(data)
+        for batch in frame_batches(sock):
+            received += batch
     sock.close()
     return received
+
+
+# A fake server for the real client -----------------------------------------------
+
+def welcome(user="hans"):
+    """The login frame that lets `user` in."""
+    return frames.login(frames.LOGGED_IN, texts.WELCOME, user=user)
+
+
+def answer_commands(answer):
+    """A fake server's command step: the goodbye for logout, answer(frame)
+    for any other command line."""
+    def command(frame):
+        if frame["line"] == "logout":
+            return [frames.bye(frames.LOGOUT, texts.GOODBYE)]
+        return answer(frame)
+    return command
+
+
+# A command's answer: `done`, or for logout the goodbye.
+normal_answer = answer_commands(lambda frame: [frames.reply(frame["id"], ["done"])])
+
+
+class FakeServer:
+    """Fake servers in this process, docs/protocol.md cut to what the client
+    needs; stop_all() at teardown.
+
+    A call starts one on a free port and returns its address. Each of hello,
+    username, password and command maps to a function of the client's frame
+    that returns what to send back, frames (dicts) or raw bytes: by default
+    a hello, the password asked for, hans let in, and normal_answer."""
+
+    def __init__(self):
+        self.servers = []
+
+    def __call__(self, **steps):
+        answers = dict(hello=lambda frame: [frames.server_hello("fake")],
+                       username=lambda frame: [frames.login(frames.ASK_PASSWORD)],
+                       password=lambda frame: [welcome()],
+                       command=normal_answer)
+        answers.update(steps)
+
+        def handle(sock, _address):
+            try:
+                for batch in frame_batches(sock):
+                    for frame in batch:
+                        for answer in answers[frame["type"]](frame):
+                            sock.sendall(wire(answer))
+            except OSError:
+                pass          # the client went away mid-answer
+            finally:
+                sock.close()
+
+        server = StreamServer(("127.0.0.1", 0), handle)
+        server.start()
+        self.servers.append(server)
+        return server.address
+
+    def stop_all(self):
+        for server in self.servers:
+            server.stop(timeout=1)
 
 
 # The programs as processes ------------------------------------------------------

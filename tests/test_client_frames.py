@@ -6,60 +6,13 @@ send: the real client, against a fake server in this process, shows a
 16 MiB ends its session, as a lost connection, without a traceback.
 """
 
-import pytest
-from gevent.server import StreamServer
-
 from greenchat import frames, texts
 from greenchat.client import client
-from greenchat.codec import DEFAULT_MAX_FRAME, Decoder, encode
+from greenchat.codec import DEFAULT_MAX_FRAME, encode
 
-from support import User
+from support import User, answer_commands
 
 NAMES = [f"user{i:05d}-a-long-name" for i in range(10_000)]
-
-
-@pytest.fixture
-def fake_server():
-    """fake_server(answer) serves docs/protocol.md cut to what the client
-    needs: hello, any login succeeds, each command line gets the bytes
-    answer(frame) gives, and logout a bye."""
-    servers = []
-
-    def start(answer):
-        def handle(sock, _address):
-            decoder = Decoder()
-            try:
-                while True:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    for frame in decoder.feed(data):
-                        kind = frame["type"]
-                        if kind == "hello":
-                            sock.sendall(encode(frames.server_hello("fake")))
-                        elif kind == "username":
-                            sock.sendall(encode(frames.login(frames.ASK_PASSWORD)))
-                        elif kind == "password":
-                            sock.sendall(encode(frames.login(frames.LOGGED_IN, texts.WELCOME,
-                                                             user="hans")))
-                        elif frame["line"] == "logout":
-                            sock.sendall(encode(frames.bye(frames.LOGOUT, texts.GOODBYE)))
-                            return
-                        else:
-                            sock.sendall(answer(frame))
-            except OSError:
-                pass          # the client went away mid-answer
-            finally:
-                sock.close()
-
-        server = StreamServer(("127.0.0.1", 0), handle)
-        server.start()
-        servers.append(server)
-        return server.address
-
-    yield start
-    for server in servers:
-        server.stop(timeout=1)
 
 
 def reply(frame, lines):
@@ -73,7 +26,7 @@ def test_a_whoelse_of_10000_long_names_is_shown_and_the_session_goes_on(fake_ser
     def answer(frame):
         return reply(frame, NAMES if frame["line"] == "whoelse" else ["still here"])
 
-    hans = User("hans", fake_server(answer))
+    hans = User("hans", fake_server(command=answer_commands(lambda frame: [answer(frame)])))
     # Peer links keep the configured cap.
     assert hans.client.listener.max_frame == DEFAULT_MAX_FRAME
     hans.type("whoelse")
@@ -89,7 +42,7 @@ def test_a_whoelse_of_10000_long_names_is_shown_and_the_session_goes_on(fake_ser
 
 def test_a_frame_over_16_mib_ends_the_session_quietly(fake_server, capfd):
     huge = encode(frames.reply(1, ["x" * client.SERVER_MAX_FRAME]))
-    hans = User("hans", fake_server(lambda frame: huge))
+    hans = User("hans", fake_server(command=answer_commands(lambda frame: [huge])))
     hans.type("whoelse")
     hans.expect(texts.CONNECTION_LOST, timeout=10)
     assert hans.greenlet.get(timeout=10) == 1

@@ -13,134 +13,50 @@ where no frame could reach: the session still ends cleanly.
 """
 
 import logging
-import os
-import time
 
 import gevent
 import pytest
 from gevent import socket
-from gevent.server import StreamServer
 
 from greenchat import frames, texts
 from greenchat.client import client as client_module
 from greenchat.client import peer
-from greenchat.client.client import Client
 from greenchat.client.console import Console
-from greenchat.codec import Decoder, encode
-from greenchat.config import ClientConfig
 from greenchat.transport import FrameConnection
 
-from support import Screen
+from support import User, normal_answer, wait_until, welcome
 
 GOES_ON, LOST = "goes on", "lost"
 STILL_HERE = frames.message("yoda", "still here")
 TOKEN = "a-one-time-token"
 
 
-def welcome():
-    return frames.login(frames.LOGGED_IN, texts.WELCOME, user="hans")
-
-
 def reply(frame, lines, **extra):
     return frames.reply(frame["id"], lines, **extra)
 
 
-def normal_answer(frame):
-    """A command's answer: `done`, or for logout the goodbye."""
-    if frame["line"] == "logout":
-        return [frames.bye(frames.LOGOUT, texts.GOODBYE)]
-    return [reply(frame, ["done"])]
-
-
-@pytest.fixture
-def fake_server():
-    """fake_server(**steps) serves one client at a time; each of hello,
-    username, password and command maps to a function of the client's frame
-    that returns the frames (dicts) to send back."""
-    servers = []
-
-    def start(**steps):
-        answers = dict(hello=lambda frame: [frames.server_hello("fake")],
-                       username=lambda frame: [frames.login(frames.ASK_PASSWORD)],
-                       password=lambda frame: [welcome()],
-                       command=normal_answer)
-        answers.update(steps)
-
-        def handle(sock, _address):
-            decoder = Decoder()
-            try:
-                while True:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    for frame in decoder.feed(data):
-                        for answer in answers[frame["type"]](frame):
-                            sock.sendall(encode(answer))
-            except OSError:
-                pass          # the client went away
-            finally:
-                sock.close()
-
-        server = StreamServer(("127.0.0.1", 0), handle)
-        server.start()
-        servers.append(server)
-        return server.address
-
-    yield start
-    for server in servers:
-        server.stop(timeout=1)
-
-
-class Hans:
-    """The real client in a greenlet, typed at through a pipe (support.User,
-    without assuming the login succeeds)."""
+class Hans(User):
+    """hans's client (support.User), without assuming the login succeeds."""
 
     def __init__(self, address):
-        self.screen = Screen()
-        read_fd, self.keyboard = os.pipe()
-        self.console = Console(read_fd, self.screen)
-        self.client = Client(ClientConfig(host=address[0], port=address[1], history=False),
-                             self.console)
-        self.greenlet = gevent.spawn(self.client.run)
-        self._read_fd = read_fd
-        self.type("hans")
-        self.type("pw")
-
-    def type(self, line):
-        os.write(self.keyboard, line.encode() + b"\n")
-
-    def expect(self, line, timeout=5):
-        deadline = time.monotonic() + timeout
-        while line not in self.screen.lines:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"never showed {line!r}: {self.screen.lines[-10:]}")
-            gevent.sleep(0.01)
+        super().__init__("hans", address, welcome=False, history=False)
 
     def wait_for_link(self, timeout=5):
-        deadline = time.monotonic() + timeout
-        while self.client.listener is None or texts.WELCOME not in self.screen.lines:
-            assert time.monotonic() < deadline, self.screen.lines
-            gevent.sleep(0.01)
+        wait_until(lambda: self.client.listener is not None
+                   and texts.WELCOME in self.screen.lines, lambda: self.screen.lines, timeout)
 
     def outcome(self, timeout=5):
         """GOES_ON once the message and reply after the hostile frame are
         shown, LOST once the client has ended; a hang fails."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def seen():
             if self.greenlet.dead:
                 return LOST
             lines = self.screen.lines
             if "yoda: still here" in lines and "done" in lines:
                 return GOES_ON
-            gevent.sleep(0.01)
-        raise AssertionError(f"the client hung: {self.screen.lines[-10:]}")
+            return None
 
-    def quit(self):
-        os.close(self.keyboard)
-        try:
-            return self.greenlet.get(timeout=10)
-        finally:
-            os.close(self._read_fd)
+        return wait_until(seen, lambda: f"the client hung: {self.screen.lines[-10:]}", timeout)
 
 
 @pytest.fixture
@@ -226,10 +142,7 @@ def test_a_frame_with_members_of_the_wrong_type(fake_server, clean, case):
     assert texts.CONNECTION_LOST not in hans.screen.lines
     # The keyboard was answered: the next command goes out and is answered too.
     hans.type("whoelse")
-    deadline = time.monotonic() + 5
-    while hans.screen.lines.count("done") < 2:
-        assert time.monotonic() < deadline, hans.screen.lines[-5:]
-        gevent.sleep(0.01)
+    wait_until(lambda: hans.screen.lines.count("done") >= 2, lambda: hans.screen.lines[-5:])
     assert hans.quit() == 0
 
 
