@@ -63,19 +63,27 @@ def read_text(path):
         return ""
 
 
+def poll(condition, timeout, interval=0.05, sleep=time.sleep):
+    """condition()'s first true value, asked every `interval` s for up to
+    `timeout` s; after that its last, false, value. A gevent program passes
+    gevent.sleep as `sleep`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        sleep(interval)
+
+
 def wait_listening(proc, log_path, timeout, after=0):
     """The port of the first `listening on HOST:PORT` line past the first
     `after` such lines of the log at `log_path` (stderr of `proc`), once it is
     written; None if `proc` ends first or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ports = LISTENING.findall(read_text(log_path))
-        if len(ports) > after:
-            return int(ports[after])
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    return None
+    def started():
+        return LISTENING.findall(read_text(log_path))[after:] or proc.poll() is not None
+
+    ports = poll(started, timeout)
+    return int(ports[0]) if isinstance(ports, list) else None
 
 
 class Server:
@@ -118,6 +126,11 @@ def proc_cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_open_files(pid):
+    """How many files (sockets included) process `pid` has open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def proc_rss_kb(pid):

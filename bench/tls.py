@@ -28,7 +28,9 @@ from bench.common import (
     Server,
     greenchat_command,
     login_frames,
+    poll,
     proc_cpu_seconds,
+    proc_open_files,
     write_credentials,
 )
 from greenchat import certs, frames, tls
@@ -68,6 +70,7 @@ def count_lines(client, expected, done):
 def run(port, pid, context, logins, n, m, window):
     result = {}
     pool = Pool(20)
+    files0 = proc_open_files(pid)
     cpu0, t0 = proc_cpu_seconds(pid), time.perf_counter()
     clients = list(pool.imap(lambda i: Client(port, f"u{i}", context), range(logins)))
     elapsed, cpu = time.perf_counter() - t0, proc_cpu_seconds(pid) - cpu0
@@ -75,12 +78,14 @@ def run(port, pid, context, logins, n, m, window):
     result["cpu_ms_per_login"] = 1000 * cpu / logins
     for c in clients:
         c.sock.close()
-    gevent.sleep(1)
+    # Until the server has let them go (bounded: then on, as if it had).
+    poll(lambda: proc_open_files(pid) <= files0, 30, 0.01, gevent.sleep)
 
     receivers = list(pool.imap(lambda i: Client(port, f"r{i}", context), range(n)))
     sender = Client(port, "sender", context)
-    gevent.sleep(1)                              # presence notices settle
     for r in receivers:
+        # The sender's arrival is the last presence notice a receiver gets.
+        r.until(b'"user":"sender"')
         r.buffer = b""
         r.sock.settimeout(None)
         try:

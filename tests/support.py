@@ -16,7 +16,14 @@ from gevent import socket
 from gevent.event import AsyncResult, Event
 from gevent.server import StreamServer
 
-from bench.common import LISTENING, greenchat_command, read_text, wait_listening, write_credentials
+from bench.common import (
+    LISTENING,
+    greenchat_command,
+    read_text,
+    wait_listening,
+    write_credentials,
+)
+from bench.common import poll as bench_poll
 from bench.hubgap import HubTicker as HubTicker  # re-exported: tests import it from here
 from greenchat import frames, texts, tls
 from greenchat.cli import build_server
@@ -37,12 +44,7 @@ DEADLINE = 15.0
 def poll(condition, timeout, interval=0.01):
     """condition()'s first true value, asked every `interval` s for up to
     `timeout` s; after that its last, false, value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value or time.monotonic() > deadline:
-            return value
-        gevent.sleep(interval)
+    return bench_poll(condition, timeout, interval, gevent.sleep)
 
 
 def wait_until(condition, failure, timeout=5, interval=0.01):

@@ -11,7 +11,7 @@ import gevent
 from bench.common import write_credentials
 from greenchat import texts
 
-from support import Agent, ServerProcess
+from support import Agent, ServerProcess, wait_until
 
 
 def start(tmp_path):
@@ -42,9 +42,9 @@ def test_acknowledged_messages_survive_kill_9_exactly_once(tmp_path):
                 acked.append(i)
 
         streaming = gevent.spawn(stream)
-        while len(acked) < 300:
-            gevent.sleep(0.01)
-            assert not streaming.dead, streaming.exception
+        wait_until(lambda: len(acked) >= 300 or streaming.dead,
+                   lambda: f"only {len(acked)} acknowledged", 60)
+        assert not streaming.dead, streaming.exception
         proc.send_signal(signal.SIGKILL)          # mid-stream, no warning
         proc.wait(10)
         streaming.join(10)
