@@ -22,7 +22,7 @@ from greenchat.client.console import Console
 from greenchat.config import ClientConfig
 from greenchat.errors import ConnectionLost
 
-from support import Agent, Proc, Screen, User, login
+from support import Agent, Screen, User
 
 # An OSC 52 clipboard write, a window title, a screen clear, a fake line.
 HOSTILE = "\x1b]52;c;ZXZpbA==\x07\x1b]0;pwned\x07\x1b[2J\rvader: fake line"
@@ -195,12 +195,9 @@ def test_hostile_messages_reach_a_piped_client_inert(hans_and_vader):
 def test_a_hostile_message_cannot_retitle_clear_or_fake_a_line(server_process, tmp_path):
     pytest.importorskip("pexpect")
     pytest.importorskip("pyte")
-    from test_terminal import CLIENT_SCRIPT, STAMP, both_log_out, hans_in_a_terminal
+    from test_terminal import STAMP, both_log_out, hans_sees_yoda_arrive
 
-    term = hans_in_a_terminal(server_process, tmp_path)
-    yoda = Proc([CLIENT_SCRIPT, "127.0.0.1", str(server_process.port)])
-    login(yoda, "yoda", "wise@!man")
-    term.wait_row(STAMP + "yoda logged in")
+    term, yoda = hans_sees_yoda_arrive(server_process, tmp_path)
     # A line feed cannot come through the piped client; CR, ESC and C1 can.
     yoda.write("message hans \x1b]0;pwned\x07\x1b]52;c;ZXZpbA==\x07\x1b[2J\x9b1;1Ha\ryoda: fake")
     term.wait_row(STAMP + re.escape(

@@ -14,14 +14,19 @@ from greenchat import texts
 from support import Agent, ServerProcess, wait_until
 
 
-def start(tmp_path):
-    server = ServerProcess(str(tmp_path))
-    return server.proc, server.address
+def stored_for(address, name):
+    """What `name` is shown on logging in: the messages stored for it (the
+    reply to a whoelse comes after them)."""
+    reader = Agent(name, address)
+    assert reader.login()["status"] == "ok"
+    reader.command("whoelse")
+    return reader.texts()
 
 
 def test_acknowledged_messages_survive_kill_9_exactly_once(tmp_path):
     write_credentials(tmp_path / "credentials.txt", ["sender", "reader", "victim", "rude"])
-    proc, address = start(tmp_path)
+    server = ServerProcess(str(tmp_path))
+    address = server.address
     try:
         # State that must survive too: a lock and a block.
         for _ in range(3):
@@ -45,21 +50,16 @@ def test_acknowledged_messages_survive_kill_9_exactly_once(tmp_path):
         wait_until(lambda: len(acked) >= 300 or streaming.dead,
                    lambda: f"only {len(acked)} acknowledged", 60)
         assert not streaming.dead, streaming.exception
-        proc.send_signal(signal.SIGKILL)          # mid-stream, no warning
-        proc.wait(10)
+        server.kill()                             # mid-stream, no warning
         streaming.join(10)
         assert streaming.dead
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        server.kill()
 
-    proc, address = start(tmp_path)
+    server = ServerProcess(str(tmp_path))
+    address = server.address
     try:
-        reader = Agent("reader", address)
-        assert reader.login()["status"] == "ok"
-        reader.command("whoelse")
-        numbers = [int(t.split()[1]) for t in reader.texts()]
+        numbers = [int(t.split()[1]) for t in stored_for(address, "reader")]
         assert len(numbers) == len(set(numbers)), "a message was delivered twice"
         assert numbers == sorted(numbers)
         missing = set(acked) - set(numbers)
@@ -72,37 +72,30 @@ def test_acknowledged_messages_survive_kill_9_exactly_once(tmp_path):
         rude.login()
         assert rude.command("message reader hi")[1]["lines"] == [texts.RECIPIENT_BLOCKED_YOU]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        assert server.stop() == 0
 
 
 def test_sigterm_with_clients_connected_tells_all_and_loses_nothing(tmp_path):
     write_credentials(tmp_path / "credentials.txt", [f"u{i}" for i in range(20)])
-    proc, address = start(tmp_path)
+    server = ServerProcess(str(tmp_path))
     try:
-        agents = [Agent(f"u{i}", address) for i in range(10)]
+        agents = [Agent(f"u{i}", server.address) for i in range(10)]
         for agent in agents:
             assert agent.login()["status"] == "ok"
         for i in range(50):
             agents[0].command(f"message u15 offline {i}")
         stopped_at = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(10) == 0
         assert time.monotonic() - stopped_at < 5
         for agent in agents:
             bye = agent.wait_for(lambda f: f["type"] == "bye")
             assert bye["text"] == texts.SERVER_SHUTTING_DOWN
             assert agent.closed.wait(5)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    proc, address = start(tmp_path)
+        server.kill()
+    server = ServerProcess(str(tmp_path))
     try:
-        reader = Agent("u15", address)
-        reader.login()
-        reader.command("whoelse")
-        assert reader.texts() == [f"offline {i}" for i in range(50)]
+        assert stored_for(server.address, "u15") == [f"offline {i}" for i in range(50)]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        assert server.stop() == 0
