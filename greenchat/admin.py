@@ -43,7 +43,7 @@ import tempfile
 import unicodedata
 
 from greenchat import __version__, config, passwords
-from greenchat.credentials import Credentials
+from greenchat.credentials import Credentials, account_fields
 from greenchat.errors import GreenchatError
 
 
@@ -110,11 +110,12 @@ def _fsync_directory(directory):
 
 
 def entry_fields(line):
-    """[name, secret] or [name, secret, id] for an account line, else None."""
-    fields = line.split()
-    if len(fields) in (2, 3) and not fields[0].startswith("#"):
-        return fields
-    return None
+    """[name, secret] or [name, secret, id] for an account line, else None
+    (read_lines has checked the file as the server reads it)."""
+    fields = account_fields(line)
+    if fields is None:
+        return None
+    return list(fields) if fields[2] is not None else list(fields[:2])
 
 
 def entry_line(name, secret, *account_id):

@@ -50,23 +50,17 @@ class Credentials:
             raise CredentialsError(f"cannot read credentials file {path}: {reason}") from None
         accounts, ids = {}, {}
         for number, line in enumerate(lines, 1):
-            stripped = line.strip()
-            if not stripped or stripped.startswith("#"):
+            try:
+                fields = account_fields(line)
+            except ValueError as exc:
+                raise CredentialsError(f"{path}:{number}: {exc}") from None
+            if fields is None:
                 continue
-            fields = stripped.split()
-            if len(fields) not in (2, 3):
-                raise CredentialsError(
-                    f"{path}:{number}: expected `username password [account-id]`, "
-                    f"got {len(fields)} field(s)")
-            name, password = fields[:2]
+            name, password, account_id = fields
             if name in accounts:
                 raise CredentialsError(f"{path}:{number}: duplicate username {name!r}")
-            if len(fields) == 3:
-                if not ACCOUNT_ID.fullmatch(fields[2]):
-                    raise CredentialsError(
-                        f"{path}:{number}: account id {fields[2]!r} is not 1-64 of "
-                        "A-Z a-z 0-9 _ -")
-                ids[name] = fields[2]
+            if account_id is not None:
+                ids[name] = account_id
             accounts[name] = password
         return cls(accounts, ids)
 
@@ -108,6 +102,19 @@ class Credentials:
         if stored is None:
             return False
         return passwords.verify(stored, password)
+
+
+def account_fields(line):
+    """(name, secret, account id or None) of one line of the file; None for
+    a blank line or a comment. ValueError, saying why, for anything else."""
+    fields = line.split()
+    if not fields or fields[0].startswith("#"):
+        return None
+    if len(fields) not in (2, 3):
+        raise ValueError(f"expected `username password [account-id]`, got {len(fields)} field(s)")
+    if len(fields) == 3 and not ACCOUNT_ID.fullmatch(fields[2]):
+        raise ValueError(f"account id {fields[2]!r} is not 1-64 of A-Z a-z 0-9 _ -")
+    return fields[0], fields[1], fields[2] if len(fields) == 3 else None
 
 
 def file_warnings(path, credentials):

@@ -297,7 +297,7 @@ class Outbox:
                 batch = []
                 if closing:
                     return
-        except BaseException as exc:  # noqa: B902 - GreenletExit included: keep the batch
+        except BaseException as exc:  # GreenletExit included: keep the batch
             self.failed = True
             if self._progress is not None:
                 self._progress.set()

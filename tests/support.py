@@ -296,7 +296,7 @@ class User:
         """Wait until the client has answered everything typed so far."""
         self.type("whoelse")
         count = len(self.screen.lines)
-        wait_until(lambda: len(self.screen.lines) > count and self.client._answered.is_set(),
+        wait_until(lambda: len(self.screen.lines) > count and self.client.answered.is_set(),
                    lambda: f"{self.name} did not settle", 5, interval=0.05)
 
     def quit(self):
@@ -456,3 +456,25 @@ def hans_and_yoda(port):
     login(yoda, "yoda", "wise@!man")
     hans.expect("yoda logged in")
     return hans, yoda
+
+
+# greenchat-admin in this process ------------------------------------------------
+
+class _Lines:
+    """A stand-in stdin that gives one line."""
+
+    def __init__(self, text):
+        self.text = text + "\n"
+
+    def readline(self):
+        line, self.text = self.text, ""
+        return line
+
+
+def admin_run(creds, *argv, password=None, monkeypatch=None):
+    """greenchat-admin --credentials CREDS ARGV..., in this process; with
+    `password`, that line on its stdin. Its exit status."""
+    from greenchat import admin
+    if password is not None:
+        monkeypatch.setattr(sys, "stdin", _Lines(password))
+    return admin.main(["--credentials", str(creds), *argv])

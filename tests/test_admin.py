@@ -13,23 +13,10 @@ import pytest
 from greenchat import admin, config, passwords
 from greenchat.credentials import Credentials
 
+from support import admin_run
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = os.path.join(ROOT, "bin", "greenchat-admin")
-
-
-class _Lines:
-    def __init__(self, text):
-        self.text = text + "\n"
-
-    def readline(self):
-        line, self.text = self.text, ""
-        return line
-
-
-def run(creds, *argv, password=None, monkeypatch=None):
-    if password is not None:
-        monkeypatch.setattr(sys, "stdin", _Lines(password))
-    return admin.main(["--credentials", str(creds), *argv])
 
 
 def test_concurrent_addusers_all_land(tmp_path):
@@ -53,18 +40,18 @@ def test_concurrent_addusers_all_land(tmp_path):
 def test_adduser_writes_a_fresh_id_that_passwd_and_upgrade_keep(tmp_path, monkeypatch, capsys):
     creds = tmp_path / "credentials.txt"
     creds.write_text("# team\nhans falcon id-of-hans\nyoda wise\n")
-    assert run(creds, "adduser", "leia", "--password-stdin", password="pw",
+    assert admin_run(creds, "adduser", "leia", "--password-stdin", password="pw",
                monkeypatch=monkeypatch) == 0
     first = Credentials.load(str(creds)).account_id("leia")
     assert re.fullmatch(r"[0-9a-f]{16}", first)
-    assert run(creds, "passwd", "leia", "--password-stdin", password="new",
+    assert admin_run(creds, "passwd", "leia", "--password-stdin", password="new",
                monkeypatch=monkeypatch) == 0
-    assert run(creds, "passwd", "hans", "--password-stdin", password="new",
+    assert admin_run(creds, "passwd", "hans", "--password-stdin", password="new",
                monkeypatch=monkeypatch) == 0
-    assert run(creds, "passwd", "yoda", "--password-stdin", password="new",
+    assert admin_run(creds, "passwd", "yoda", "--password-stdin", password="new",
                monkeypatch=monkeypatch) == 0
     # A user with an id exists: no second entry.
-    assert run(creds, "adduser", "hans", "--password-stdin", password="x",
+    assert admin_run(creds, "adduser", "hans", "--password-stdin", password="x",
                monkeypatch=monkeypatch) == 1
     loaded = Credentials.load(str(creds))
     assert loaded.check("leia", "new") and loaded.check("hans", "new")
@@ -72,29 +59,29 @@ def test_adduser_writes_a_fresh_id_that_passwd_and_upgrade_keep(tmp_path, monkey
         == (first, "id-of-hans", None)
 
     creds.write_text("hans falcon id-of-hans\nyoda wise\n")
-    assert run(creds, "upgrade") == 0
+    assert admin_run(creds, "upgrade") == 0
     lines = creds.read_text().splitlines()
     assert lines[0].startswith("hans scrypt$") and lines[0].endswith(" id-of-hans")
     assert lines[1].startswith("yoda scrypt$") and len(lines[1].split()) == 2
     capsys.readouterr()
-    assert run(creds, "list") == 0
+    assert admin_run(creds, "list") == 0
     assert capsys.readouterr().out == "hans\thashed\nyoda\thashed\n"
 
 
 def test_a_re_added_name_is_a_different_account(tmp_path, monkeypatch):
     creds = tmp_path / "credentials.txt"
-    assert run(creds, "adduser", "leia", "--password-stdin", password="pw",
+    assert admin_run(creds, "adduser", "leia", "--password-stdin", password="pw",
                monkeypatch=monkeypatch) == 0
     before = Credentials.load(str(creds))
-    assert run(creds, "deluser", "leia") == 0
-    assert run(creds, "adduser", "leia", "--password-stdin", password="pw",
+    assert admin_run(creds, "deluser", "leia") == 0
+    assert admin_run(creds, "adduser", "leia", "--password-stdin", password="pw",
                monkeypatch=monkeypatch) == 0
     after = Credentials.load(str(creds))
     assert after.account_id("leia") != before.account_id("leia")
     assert before.changes(after).replaced == {"leia"}
     # Deleting a user with an id leaves the others' lines alone.
     creds.write_text(f"a {passwords.hash_password('x')} ida\nb pw idb\n")
-    assert run(creds, "deluser", "a") == 0
+    assert admin_run(creds, "deluser", "a") == 0
     assert creds.read_text() == "b pw idb\n"
 
 
@@ -105,7 +92,7 @@ def test_a_re_added_name_is_a_different_account(tmp_path, monkeypatch):
 def test_adduser_refuses_invisible_and_control_characters(tmp_path, monkeypatch, capsys, name):
     creds = tmp_path / "credentials.txt"
     creds.write_text("hans pw\n")
-    assert run(creds, "adduser", name, "--password-stdin", password="pw",
+    assert admin_run(creds, "adduser", name, "--password-stdin", password="pw",
                monkeypatch=monkeypatch) == 1
     err = capsys.readouterr().err
     assert err == f"greenchat-admin: not a valid user name: {name!r}\n"
@@ -116,7 +103,7 @@ def test_adduser_refuses_invisible_and_control_characters(tmp_path, monkeypatch,
 def test_adduser_accepts_other_unicode_names(tmp_path, monkeypatch):
     creds = tmp_path / "credentials.txt"
     for name in ("Zoë", "渡辺", "o'brien-2"):
-        assert run(creds, "adduser", name, "--password-stdin", password="pw",
+        assert admin_run(creds, "adduser", name, "--password-stdin", password="pw",
                    monkeypatch=monkeypatch) == 0
     assert Credentials.load(str(creds)).usernames == {"Zoë", "渡辺", "o'brien-2"}
 
@@ -137,7 +124,7 @@ def mode(path):
 def test_every_rewrite_leaves_the_file_0600(tmp_path, monkeypatch, umask, mask):
     umask(mask)
     creds = tmp_path / "credentials.txt"
-    assert run(creds, "adduser", "leia", "--password-stdin", password="pw",
+    assert admin_run(creds, "adduser", "leia", "--password-stdin", password="pw",
                monkeypatch=monkeypatch) == 0
     assert mode(creds) == 0o600                     # a new file
     for argv, password in ((["adduser", "luke", "--password-stdin"], "pw"),
@@ -145,11 +132,11 @@ def test_every_rewrite_leaves_the_file_0600(tmp_path, monkeypatch, umask, mask):
                            (["deluser", "luke"], None),
                            (["upgrade"], None)):
         os.chmod(creds, 0o666)
-        assert run(creds, *argv, password=password, monkeypatch=monkeypatch) == 0
+        assert admin_run(creds, *argv, password=password, monkeypatch=monkeypatch) == 0
         assert mode(creds) == 0o600, argv
     # upgrade with nothing to hash still fixes the mode.
     os.chmod(creds, 0o644)
-    assert run(creds, "upgrade") == 0
+    assert admin_run(creds, "upgrade") == 0
     assert mode(creds) == 0o600
     assert Credentials.load(str(creds)).check("leia", "new")
 
@@ -163,7 +150,7 @@ def test_a_rewrite_fsyncs_the_directory(tmp_path, monkeypatch):
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    assert run(tmp_path / "credentials.txt", "adduser", "leia", "--password-stdin",
+    assert admin_run(tmp_path / "credentials.txt", "adduser", "leia", "--password-stdin",
                password="pw", monkeypatch=monkeypatch) == 0
     assert any(stat.S_ISDIR(m) for m in synced) and any(stat.S_ISREG(m) for m in synced)
 
@@ -175,7 +162,7 @@ def test_a_rewrite_by_root_keeps_the_owner(tmp_path, monkeypatch):
     creds = tmp_path / "credentials.txt"
     creds.write_text("leia pw\n")
     os.chown(creds, 65534, 65534)
-    assert run(creds, "passwd", "leia", "--password-stdin", password="new",
+    assert admin_run(creds, "passwd", "leia", "--password-stdin", password="new",
                monkeypatch=monkeypatch) == 0
     st = os.stat(creds)
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o600)

@@ -12,7 +12,7 @@ from greenchat import admin, passwords, texts
 from greenchat.credentials import Credentials
 from greenchat.errors import CredentialsError
 
-from support import Agent, HubTicker, ServerFactory
+from support import Agent, HubTicker, ServerFactory, admin_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,21 +33,6 @@ def creds(tmp_path):
     path = tmp_path / "credentials.txt"
     path.write_text("# team\nhans falcon*solo\n\nyoda wise@!man\n")
     return str(path)
-
-
-def admin_run(creds, *argv, password=None, monkeypatch=None):
-    if password is not None:
-        monkeypatch.setattr(sys, "stdin", _Lines(password))
-    return admin.main(["--credentials", creds, *argv])
-
-
-class _Lines:
-    def __init__(self, text):
-        self.text = text + "\n"
-
-    def readline(self):
-        line, self.text = self.text, ""
-        return line
 
 
 def test_admin_adduser_passwd_deluser_list_upgrade(creds, monkeypatch, capsys):

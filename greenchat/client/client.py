@@ -74,8 +74,8 @@ class Client:
         self.user = None
         self.done = AsyncResult()
         self._next_id = 0
-        self._answered = Event()
-        self._answered.set()
+        self.answered = Event()  # set while no command of ours awaits its answer
+        self.answered.set()
         self.listener = None
         # Built before connecting, so a bad --ca file is a usage error.
         self.tls_context = (tls.client_context(config.ca, config.insecure)
@@ -339,7 +339,7 @@ class Client:
             # The keyboard waits until the link is up or failed.
             gevent.spawn(self.links.open, offer)
         elif request_id is not None and request_id == self._next_id:
-            self._answered.set()
+            self.answered.set()
             self._prompt()
 
     def _prompt(self):
@@ -347,7 +347,7 @@ class Client:
 
     def _opened(self):
         """A startprivate's link is up or failed: the keyboard goes on."""
-        self._answered.set()
+        self.answered.set()
         self._prompt()
 
     # What Tab completes -----------------------------------------------------
@@ -400,7 +400,7 @@ class Client:
                     self._prompt()
                     continue
                 self._send_command(line, spec)
-                self._answered.wait(REPLY_WAIT)
+                self.answered.wait(REPLY_WAIT)
         except GreenchatError as exc:
             log.debug("keyboard ended: %s", exc)
             self._lost()
@@ -408,7 +408,7 @@ class Client:
     def _send_command(self, line, spec=None):
         """Send a typed line (its spec, if it parsed) as the next command."""
         self._next_id += 1
-        self._answered.clear()
+        self.answered.clear()
         self._asked = spec        # the keyboard waits for each reply in turn
         self.conn.send(frames.command(self._next_id, line))
 
