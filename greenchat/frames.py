@@ -60,9 +60,13 @@ def login(status, text=None, user=None):
     return frame
 
 
-def reply(request_id, lines=(), ok=True, **extra):
-    """The answer to command `request_id`; `extra` members (e.g. "private")."""
-    return {"type": "reply", "id": request_id, "ok": ok, "lines": list(lines), **extra}
+def reply(request_id, lines=(), ok=True, extra=None):
+    """The answer to command `request_id` (`lines` a list or tuple); `extra`,
+    a dict of members to add (e.g. "private")."""
+    frame = {"type": "reply", "id": request_id, "ok": ok, "lines": lines}
+    if extra:
+        frame.update(extra)
+    return frame
 
 
 def failure(request_id, text):

@@ -32,7 +32,7 @@ TOKEN = "a-one-time-token"
 
 
 def reply(frame, lines, **extra):
-    return frames.reply(frame["id"], lines, **extra)
+    return frames.reply(frame["id"], lines, extra=extra)
 
 
 class Hans(User):

@@ -13,7 +13,7 @@ def test_builders_write_the_frames_of_the_protocol():
     stored = frames.message("yoda", "hi", sent_at=5.0)
     assert (stored["sent_at"], stored["offline"]) == (5.0, True)
     assert frames.login(frames.ASK_PASSWORD) == {"type": "login", "status": "password"}
-    assert frames.reply(7, ["a"], private={"x": 1}) == \
+    assert frames.reply(7, ["a"], extra={"private": {"x": 1}}) == \
         {"type": "reply", "id": 7, "ok": True, "lines": ["a"], "private": {"x": 1}}
     assert frames.failure(7, "Error. X") == {"type": "reply", "id": 7, "ok": False,
                                              "lines": ["Error. X"]}

@@ -19,7 +19,7 @@ Strategy
 import logging
 import secrets
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from greenchat import commands, frames, texts
 from greenchat.codec import encode
@@ -27,16 +27,19 @@ from greenchat.commands import SERVER, parse_line
 from greenchat.errors import CommandError, InvalidCommand, StoreError
 from greenchat.server.blocks import Blocks
 from greenchat.server.presence import Presence
-from greenchat.server.session import State
+from greenchat.server.session import CLOSING, LOADING
 
 log = logging.getLogger("greenchat.server")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reply:
     """A command's answer: its lines, and members the reply frame adds."""
-    lines: list = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
+    lines: tuple = ()
+    extra: dict = None
+
+
+NOTHING = Reply()
 
 
 class Chat:
@@ -73,7 +76,7 @@ class Chat:
 
     def came_online(self, session):
         """`session`'s user is online (its stored messages still to go out)."""
-        session.state = State.LOADING
+        session.state = LOADING
         self.online[session.user] = session
         session.online_since = self.presence.announce(session.user, True)
 
@@ -98,12 +101,12 @@ class Chat:
 
     def handle(self, session, line):
         """Run one typed line for `session`; its Reply, or CommandError."""
-        if self.presence.waiting:
+        if self.presence.batch:
             self.presence.flush()
         spec, args = parse_line(line)
         if spec.where != SERVER:
             raise InvalidCommand()
-        return self.handlers[spec](session, *args) or Reply()
+        return self.handlers[spec](session, *args) or NOTHING
 
     def _known_other(self, session, user, self_error):
         if user not in self.accounts:
@@ -148,12 +151,12 @@ class Chat:
             if user != sender and user not in blockers:
                 other.deliver(frame)
         # Whether or not they are online: the notice must not tell.
-        return Reply([texts.BROADCAST_PARTIAL]) if blockers else None
+        return Reply((texts.BROADCAST_PARTIAL,)) if blockers else None
 
     def whoelse(self, session):
         """whoelse"""
         names = sorted(u for u in self.online if self._visible_to(session.user, u))
-        return Reply(names or [texts.NO_OTHER_USERS_ONLINE])
+        return Reply(names or (texts.NO_OTHER_USERS_ONLINE,))
 
     def whoelsesince(self, session, seconds):
         """whoelsesince SECONDS"""
@@ -168,7 +171,7 @@ class Chat:
                     break
                 recent.add(user)
         names = sorted(u for u in recent if self._visible_to(session.user, u))
-        return Reply(names or [texts.NO_OTHER_USERS])
+        return Reply(names or (texts.NO_OTHER_USERS,))
 
     def block(self, session, user):
         """block USER"""
@@ -183,7 +186,7 @@ class Chat:
         if other is not None:
             other.send(frames.private_stop(session.user))
             session.send(frames.private_stop(user))
-        return Reply([texts.blocked(user)])
+        return Reply((texts.blocked(user),))
 
     def unblock(self, session, user):
         """unblock USER"""
@@ -192,7 +195,7 @@ class Chat:
             raise CommandError(texts.not_blocked(user))
         self.store.remove_block(session.user, user)
         self.blocks.remove(session.user, user)
-        return Reply([texts.unblocked(user)])
+        return Reply((texts.unblocked(user),))
 
     def startprivate(self, session, user):
         """startprivate USER
@@ -206,7 +209,7 @@ class Chat:
         if self.blocks.blocks(user, session.user):
             raise CommandError(texts.user_blocked_you(user))
         target = self.online.get(user)
-        if target is None or target.state is State.CLOSING:
+        if target is None or target.state is CLOSING:
             raise CommandError(texts.user_offline(user))
         if target.p2p is None:
             raise CommandError(texts.private_unavailable(user))

@@ -29,7 +29,7 @@ class Presence:
     def __init__(self, online, blocks):
         self.online = online      # user -> Session: the recipients
         self.blocks = blocks
-        self._batch = []          # (user, seq, users hidden from, frame) to send
+        self.batch = []           # (user, seq, users hidden from, frame) waiting to go out
         self._seq = 0             # numbers presence events in order
         self._timer = None
 
@@ -38,9 +38,9 @@ class Presence:
         return the event's number (a session's online_since)."""
         self._seq += 1
         seq = self._seq
-        self._batch.append((name, seq, self.blocks.blocking(name),
-                            encode(frames.presence(name, online))))
-        if len(self._batch) >= BATCH_MAX:
+        self.batch.append((name, seq, self.blocks.blocking(name),
+                           encode(frames.presence(name, online))))
+        if len(self.batch) >= BATCH_MAX:
             self.flush()
         elif self._timer is None:
             self._timer = gevent.spawn_later(self.wait(), self.flush)
@@ -52,7 +52,7 @@ class Presence:
 
     def flush(self):
         """Send the waiting notices now."""
-        batch, self._batch = self._batch, []
+        batch, self.batch = self.batch, []
         timer, self._timer = self._timer, None
         if timer is not None and timer is not gevent.getcurrent():
             timer.kill(block=False)
@@ -77,10 +77,6 @@ class Presence:
                              if since < seq and name != user and user not in hidden])
             if mine:
                 other.deliver(mine)
-
-    @property
-    def waiting(self):
-        return bool(self._batch)
 
     def stop(self):
         if self._timer is not None:

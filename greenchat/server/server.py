@@ -43,7 +43,7 @@ from greenchat.server import runtime
 from greenchat.server.accounts import Accounts
 from greenchat.server.addresses import canonical, network_key
 from greenchat.server.chat import Chat
-from greenchat.server.session import FLUSH_TIMEOUT, Mailroom, Session, State
+from greenchat.server.session import CLOSING, FLUSH_TIMEOUT, LOADING, ONLINE, Mailroom, Session
 from greenchat.transport import SHUT_RD, close, configure, refuse, shutdown
 
 log = logging.getLogger("greenchat.server")
@@ -320,7 +320,7 @@ class ChatServer:
         """Log `name` in on `session` and send its stored messages; False if
         the login is refused."""
         existing = self.online.get(name)
-        if existing is not None and existing.state is State.CLOSING:
+        if existing is not None and existing.state is CLOSING:
             # The same user logging straight back in: let the old session
             # store what it holds first, so no message overtakes another.
             existing.closed.wait(TAKEOVER_WAIT)
@@ -356,8 +356,8 @@ class ChatServer:
             # Then whatever arrived meanwhile, at the pace the client reads it.
             while session.pending and self.mailroom.feed(session, session.take_pending()):
                 pass
-            if session.state is State.LOADING:
-                session.state = State.ONLINE
+            if session.state is LOADING:
+                session.state = ONLINE
         return True
 
     def _command_loop(self, session):
@@ -390,7 +390,7 @@ class ChatServer:
             session.send(frames.failure(request_id, texts.STORE_FAILED))
             return
         if session.end_reason is None:
-            session.send(frames.reply(request_id, reply.lines, **reply.extra))
+            session.send(frames.reply(request_id, reply.lines, extra=reply.extra))
 
     def _end(self, session):
         """Tear a connection down; store whatever it could not deliver."""
@@ -402,7 +402,7 @@ class ChatServer:
             session.outbox.close(FLUSH_TIMEOUT)
             close(session.sock)
             return
-        session.state = State.CLOSING
+        session.state = CLOSING
         unsent = session.outbox.close(FLUSH_TIMEOUT)
         close(session.sock)
         # The user goes offline and the undelivered messages go to the store

@@ -47,6 +47,11 @@ class State(enum.Enum):
     CLOSING = "closing"    # its connection is ending
 
 
+# The members as plain names: ONLINE is an attribute lookup on the
+# class, and deliver() reads one for every delivery.
+NEW, LOADING, ONLINE, CLOSING = State
+
+
 class Session:
     """One connection: its socket, reader, outbox and (once logged in) user."""
 
@@ -65,7 +70,7 @@ class Session:
         self.bucket = TokenBucket(config.command_rate, config.command_burst)
         self.user = None
         self.login_id = None
-        self.state = State.NEW
+        self.state = NEW
         self.pending = []      # (frame, record) held back while stored messages go out
         self.pending_bytes = 0
         self.spill = []        # message records arriving while the session closes
@@ -82,11 +87,11 @@ class Session:
         presence).
         """
         state = self.state
-        if state is State.ONLINE:
+        if state is ONLINE:
             if self.outbox.put(frame, record):
                 return
             self.cut_off("mailbox full")
-        elif state is State.LOADING:
+        elif state is LOADING:
             outbox = self.outbox
             if len(self.pending) < outbox.limit and \
                     self.pending_bytes + len(frame) <= outbox.limit_bytes:
@@ -113,7 +118,7 @@ class Session:
                         self.user, why, len(self.outbox) + len(self.pending),
                         self.outbox.nbytes + self.pending_bytes)
             self.end_reason = "slow"
-        self.state = State.CLOSING
+        self.state = CLOSING
         shutdown(self.sock)
 
     def undelivered(self, unsent):
