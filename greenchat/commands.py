@@ -29,7 +29,7 @@ from greenchat.errors import InvalidCommand
 SERVER, PEER, LOCAL = "server", "peer", "local"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)       # one object per command: identity is equality
 class CommandSpec:
     name: str
     args: tuple
