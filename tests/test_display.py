@@ -144,9 +144,9 @@ def test_login_texts_private_lines_and_peer_names_are_escaped():
 def test_tab_completion_offers_no_name_with_controls():
     client, _ = client_on_a_pipe([])
     client.links.names = lambda: {"vader\x1b[2J", "yoda"}     # two links up
-    client._saw("luke\x1b]0;x\x07")
-    client._saw("leia")
-    assert client.completions(["private"]) == {"yoda", "leia"}
+    client.names.saw("luke\x1b]0;x\x07")
+    client.names.saw("leia")
+    assert client.names(["private"]) == {"yoda", "leia"}
 
 
 def test_logged_warnings_are_escaped():

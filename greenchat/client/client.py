@@ -45,6 +45,7 @@ from gevent.event import AsyncResult, Event
 from greenchat import __version__, commands, frames, texts, tls
 from greenchat.client import peer
 from greenchat.client.console import default_history_path, visible
+from greenchat.client.lineedit import Completer
 from greenchat.client.links import PrivateLinks
 from greenchat.commands import COMMANDS, parse_line
 from greenchat.errors import GreenchatError, InvalidCommand, ProtocolError, TLSError
@@ -58,8 +59,6 @@ LOGOUT_WAIT = 5.0
 # How long the keyboard waits for a command's reply before taking the next
 # line: answers then come in the order the commands were typed.
 REPLY_WAIT = 30.0
-# Names remembered for completion, at most (a server can list many).
-MAX_SEEN_USERS = 10_000
 # The largest frame taken from the server: a reply can list every user (a
 # `whoelse` of 10,000 names of 21 characters is 240 KB). Peer links keep
 # config.max_frame.
@@ -82,7 +81,7 @@ class Client:
                             if config.tls else None)
         self.links = PrivateLinks(console, config.max_frame, self.tls_context is not None,
                                   self._last_line, self._opened)
-        self.seen_users = set()  # names Tab completes
+        self.names = Completer(self.links)
         self._asked = None       # the spec of the command whose answer is awaited
         self._on = {"message": self._on_message, "presence": self._on_presence,
                     "reply": self._on_reply, "private_offer": self._on_offer,
@@ -201,14 +200,14 @@ class Client:
         if text is not None:
             self.console.show(text)
         if status == "ok":
-            self.user = self.links.me = name if user is None else user
+            self.user = self.links.me = self.names.me = name if user is None else user
         return status
 
     # The session ------------------------------------------------------------
 
     def _chat(self):
         console = self.console
-        console.start_editing(texts.PROMPT, self.completions,
+        console.start_editing(texts.PROMPT, self.names,
                               default_history_path() if self.config.history else None)
         # Killed or hung up: log out as cleanly as end of input does, and
         # leave through the same `finally` that gives the terminal back.
@@ -293,19 +292,19 @@ class Client:
     def _on_message(self, frame):
         text, sender = frames.string_or_none(frame, "text"), frames.string_or_none(frame, "from")
         if text is not None:
-            self._saw(sender)
+            self.names.saw(sender)
             self.console.show(texts.message_line("?" if sender is None else sender, text),
                               "self" if self.user and self.user in text else None)
 
     def _on_presence(self, frame):
         user, online = frames.string_or_none(frame, "user"), frame.get("online")
         if user is not None and isinstance(online, bool):
-            self._saw(user)
+            self.names.saw(user)
             self.console.show(texts.presence_line(user, online), "presence")
 
     def _on_offer(self, frame):
         sender, token = frames.string_or_none(frame, "from"), frames.string_or_none(frame, "token")
-        self._saw(sender)
+        self.names.saw(sender)
         if self.listener is not None and sender is not None and token is not None:
             self.listener.offer(sender, token)
 
@@ -331,7 +330,7 @@ class Client:
         if request_id is not None and request_id == self._next_id and \
                 self._asked is not None and self._asked.lists_users:
             for line in lines:
-                self._saw(line)
+                self.names.saw(line)
         for line in lines:
             self.console.show(line)
         offer = frame.get("private")
@@ -351,23 +350,6 @@ class Client:
         self._prompt()
 
     # What Tab completes -----------------------------------------------------
-
-    def _saw(self, user):
-        """Remember a user name seen in presence, messages or a user list."""
-        if _completable(user) and len(self.seen_users) < MAX_SEEN_USERS:
-            self.seen_users.add(user)
-
-    def completions(self, words):
-        """Candidates for the word after `words`: a command name first, then a
-        user name where the command takes one."""
-        if not words:
-            return list(COMMANDS)
-        spec = COMMANDS.get(words[0])
-        if spec is not None and len(words) <= len(spec.args) and \
-                spec.args[len(words) - 1] == "user":
-            # Completion types into the input line, which is not escaped.
-            return (self.seen_users | set(filter(_completable, self.links.names()))) - {self.user}
-        return ()
 
     def _keyboard(self):
         with self._last_line("reading the keyboard"):
@@ -425,11 +407,6 @@ class Client:
         width = max(len(spec.syntax) for spec in COMMANDS.values())
         for spec in COMMANDS.values():
             self.console.show(f"{spec.syntax.ljust(width)}  {spec.summary}")
-
-
-def _completable(user):
-    """A name Tab may offer: printable (no controls) and one word."""
-    return isinstance(user, str) and bool(user) and user.isprintable() and " " not in user
 
 
 class _Refused(Exception):

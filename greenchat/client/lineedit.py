@@ -19,6 +19,7 @@ Strategy
 - Completion: Tab completes the word at the cursor from `completer(words)`,
   the words before it: a unique candidate is completed with a space after it;
   several are completed to their common prefix, and a second Tab lists them.
+  Completer is the client's `completer`: command names, then user names.
 
 Keys: Left/Right (Ctrl-B/F), Home/End (Ctrl-A/E), Ctrl-Left/Right and
 Alt-B/F by word, Backspace, Delete (Ctrl-D; on an empty line, end of input),
@@ -28,6 +29,8 @@ Ctrl-K/U/W kill to end/start/previous word, Ctrl-Y yank, Ctrl-L redraw.
 import codecs
 import os
 import unicodedata
+
+from greenchat.commands import COMMANDS
 
 ENTER, EOF, SHOW = "enter", "eof", "show"
 
@@ -305,3 +308,37 @@ class LineEditor:
         column = prompt_width + text_width(chars[self._scroll:self.cursor])
         move = f"\r\x1b[{column}C" if column else "\r"
         return "\r" + self.prompt + "".join(shown) + "\x1b[K" + move
+
+
+class Completer:
+    """What Tab completes: a command's name, then a user name where the
+    command takes one, from the names seen (presence, messages, user lists)
+    and the peers linked (`links.names()`), never our own (`me`)."""
+
+    MAX_NAMES = 10_000        # a server can list many
+
+    def __init__(self, links):
+        self.links = links
+        self.me = None
+        self.seen = set()
+
+    def saw(self, name):
+        """Remember a user name seen in presence, messages or a user list."""
+        if _completable(name) and len(self.seen) < self.MAX_NAMES:
+            self.seen.add(name)
+
+    def __call__(self, words):
+        """Candidates for the word after `words`."""
+        if not words:
+            return list(COMMANDS)
+        spec = COMMANDS.get(words[0])
+        if spec is not None and len(words) <= len(spec.args) and \
+                spec.args[len(words) - 1] == "user":
+            # Completion types into the input line, which is not escaped.
+            return (self.seen | set(filter(_completable, self.links.names()))) - {self.me}
+        return ()
+
+
+def _completable(name):
+    """A name Tab may offer: printable (no controls) and one word."""
+    return isinstance(name, str) and bool(name) and name.isprintable() and " " not in name

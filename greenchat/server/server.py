@@ -43,7 +43,7 @@ from greenchat.server import runtime
 from greenchat.server.accounts import Accounts
 from greenchat.server.addresses import canonical, network_key
 from greenchat.server.chat import Chat
-from greenchat.server.session import CLOSING, FLUSH_TIMEOUT, LOADING, ONLINE, Mailroom, Session
+from greenchat.server.session import CLOSING, FLUSH_TIMEOUT, Mailroom, Session
 from greenchat.transport import SHUT_RD, close, configure, refuse, shutdown
 
 log = logging.getLogger("greenchat.server")
@@ -350,14 +350,7 @@ class ChatServer:
         self.chat.came_online(session)
         session.send(frames.login(frames.LOGGED_IN, texts.WELCOME, user=name))
         log.info("login: %s from %s:%s", name, *session.address[:2])
-        # Until the stored messages are out, deliveries wait in
-        # session.pending; if the session ends first, _end stores them.
-        if self.mailroom.send_backlog(session, backlog):
-            # Then whatever arrived meanwhile, at the pace the client reads it.
-            while session.pending and self.mailroom.feed(session, session.take_pending()):
-                pass
-            if session.state is LOADING:
-                session.state = ONLINE
+        self.mailroom.catch_up(session, backlog)
         return True
 
     def _command_loop(self, session):
@@ -405,23 +398,10 @@ class ChatServer:
         session.state = CLOSING
         unsent = session.outbox.close(FLUSH_TIMEOUT)
         close(session.sock)
-        # The user goes offline and the undelivered messages go to the store
-        # in the user's mail turn: a message sent to the now-offline user, and
-        # a new login's first read, wait for the turn, so both come after these.
-        with self.mailroom.turn(name):
-            records = session.undelivered(unsent)
-            now = self._now()
-            self.chat.went_offline(session, now, announce=not self.stopping)
-            log.info("logout: %s (%s)", name, reason or "connection closed")
-            session.closed.set()
-            if reason == frames.REMOVED:
-                # Nothing of a deleted account is kept: a new one may take its name.
-                if records:
-                    log.info("%s: dropping %d undelivered message(s) of a deleted account",
-                             name, len(records))
-            elif records:
-                log.info("%s: storing %d undelivered message(s) as offline", name, len(records))
-                self.mailroom.store_for(name, records)
+        now = self._now()
+        self.mailroom.hand_over(session, unsent, lambda: self.chat.went_offline(
+            session, now, announce=not self.stopping))
+        log.info("logout: %s (%s)", name, reason or "connection closed")
         if session.login_id is not None:
             try:
                 self.store.record_logout(session.login_id, now)

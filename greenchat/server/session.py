@@ -185,6 +185,37 @@ class Mailroom:
             raise StoreError("messages held for the user could not be stored")
         return self.store.open_session(name, now)
 
+    def catch_up(self, session, backlog):
+        """Send a session that just logged in its stored messages (`backlog`,
+        their first page), then whatever arrived for it meanwhile, at the pace
+        its client reads them; then it is ONLINE, unless it ended first
+        (whatever it still held is then its end's to store)."""
+        if self.send_backlog(session, backlog):
+            while session.pending and self.feed(session, session.take_pending()):
+                pass
+            if session.state is LOADING:
+                session.state = ONLINE
+
+    def hand_over(self, session, unsent, went_offline):
+        """A session ends: in its user's turn, `went_offline()` takes the
+        user offline and what the session never wrote (`unsent`, from its
+        closed outbox, then what it held back or spilled) goes to the store.
+        A message sent to the now-offline user, and a new login's first read,
+        wait for the turn, so both come after these. A deleted account's are
+        dropped: a new account may take its name."""
+        name = session.user
+        with self.turn(name):
+            records = session.undelivered(unsent)
+            went_offline()
+            session.closed.set()
+            if session.end_reason == frames.REMOVED:
+                if records:
+                    log.info("%s: dropping %d undelivered message(s) of a deleted account",
+                             name, len(records))
+            elif records:
+                log.info("%s: storing %d undelivered message(s) as offline", name, len(records))
+                self.store_for(name, records)
+
     def send_backlog(self, session, rows):
         """Send the stored messages a page at a time; False if the session ends.
 
