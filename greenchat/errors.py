@@ -6,6 +6,8 @@ per connection (ProtocolError, ConnectionLost: that session ends); nothing a
 client sends can take the server down.
 """
 
+from greenchat import texts
+
 
 class GreenchatError(Exception):
     """Root of every error greenchat raises on purpose."""
@@ -71,5 +73,4 @@ class InvalidCommand(CommandError):
     """Unknown command or wrong arguments."""
 
     def __init__(self):
-        from greenchat import texts
         super().__init__(texts.INVALID_COMMAND)

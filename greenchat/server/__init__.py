@@ -1,12 +1,11 @@
 """The greenchat server (bin/greenchat-server): everything only the server runs.
 
-- server.py: the process's listener, connection limits, TLS, and each
+- server.py: ChatServer, the listener, connection limits, TLS, and each
   connection's walk through hello, login and commands;
+- session.py: a connection's Session; Mailroom, the rules that keep mail;
+- chat.py and presence.py: who is online, blocks, the commands, presence;
+- accounts.py: the accounts, password checks, failures and locks;
 - store.py: all of its SQLite; runtime.py: process-wide settings;
-- accounts.py, blocks.py, turns.py, addresses.py, limits.py: the parts it is
-  built from, each with its own unit tests.
+- blocks.py, turns.py, addresses.py, limits.py: small parts, each with its
+  own unit tests.
 """
-
-from greenchat.server.server import ChatServer
-
-__all__ = ["ChatServer"]
