@@ -193,19 +193,35 @@ class Outbox:
         if len(self.items) == 1:
             self._wake()
 
-    def wait_below(self, count, stall_timeout):
-        """Wait until at most `count` frames wait for the writer; with 0,
-        until every frame is written. False if the writer fails, or writes
-        nothing for `stall_timeout` seconds: the peer has stopped reading."""
-        while (len(self.items) - self._start > count) if count else self.nbytes:
-            if self.failed:
-                return False
-            progress = self._progress = Event()
-            moved = progress.wait(stall_timeout)
-            self._progress = None
-            if not moved:
+    def fits(self, size):
+        """True if `put` would take a frame of `size` bytes now."""
+        return len(self.items) - self._start < self.limit and \
+            (not self.nbytes or self.nbytes + size <= self.limit_bytes)
+
+    def wait_room(self, size, stall_timeout):
+        """Wait until a frame of `size` bytes fits; see wait_progress."""
+        while not self.fits(size):
+            if not self.wait_progress(stall_timeout):
                 return False
         return True
+
+    def wait_written(self, stall_timeout):
+        """Wait until every frame queued is written; see wait_progress."""
+        while self.nbytes:
+            if not self.wait_progress(stall_timeout):
+                return False
+        return True
+
+    def wait_progress(self, stall_timeout):
+        """Wait until the writer writes something. False if it has failed,
+        or writes nothing for `stall_timeout` seconds: the peer has stopped
+        reading."""
+        if self.failed:
+            return False
+        progress = self._progress = Event()
+        moved = progress.wait(stall_timeout)
+        self._progress = None
+        return moved and not self.failed
 
     def _wake(self):
         if self.greenlet is None:
@@ -286,6 +302,9 @@ class Outbox:
                     if sent < len(data):
                         view = memoryview(data)
                         while sent < len(view):
+                            # A slow reader of a big batch still makes progress.
+                            if self._progress is not None:
+                                self._progress.set()
                             sent += send(view[sent:])
                         view.release()
                     self.nbytes -= len(data)

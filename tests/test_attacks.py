@@ -569,3 +569,29 @@ def test_the_login_deadline_counts_from_accept(make_server, tls_pair, use_tls):
     took, frames = closed_after(server.address, steps, use_tls)
     assert frames[-1] == {"type": "error", "text": texts.LOGIN_TIMEOUT}
     assert 1.9 < took < 2.5, f"closed {took:.2f} s after connect, with a 2 s deadline"
+
+
+# Found in review: a backlog page bigger than the mailbox's bytes ----------------
+
+def test_a_backlog_of_frames_bigger_than_the_byte_limit_is_sent_not_spun_on(tmp_path):
+    # 10,000 control characters are 60 KB as JSON escapes: 100 of them make a
+    # page of 6 MB, over the 4 MiB mailbox. The server must pace the page,
+    # not spin on it (in a process: a spinning hub would hang this test too).
+    from support import ServerProcess
+    (tmp_path / "credentials.txt").write_text("alice pw\nbob pw\ncarol pw\n")
+    server = ServerProcess(str(tmp_path))
+    try:
+        alice = Agent("alice", server.address)
+        assert alice.login()["status"] == "ok"
+        for i in range(100):
+            assert alice.command(f"message bob {i} " + "\x01" * 10_000)[1]["ok"]
+        bob = Agent("bob", server.address)
+        assert bob.login()["status"] == "ok"
+        _, reply = bob.command("whoelse", timeout=20)     # after the whole backlog
+        assert reply["ok"]
+        assert [int(t.split()[0]) for t in bob.texts()] == list(range(100))
+        started = time.monotonic()
+        assert alice.command("whoelse", timeout=10)[1]["ok"]
+        assert time.monotonic() - started < 1
+    finally:
+        server.kill()

@@ -118,7 +118,7 @@ def test_the_byte_limit_refuses_but_never_an_empty_mailbox():
     big = frame(0, "x" * 200)               # larger than the limit alone
     assert outbox.put(big)                  # an empty mailbox takes it
     assert not outbox.put(frame(1))         # but nothing after it
-    assert outbox.wait_below(0, 5)
+    assert outbox.wait_written(5)
     assert outbox.nbytes == 0
     assert outbox.put(frame(2, "y" * 40)) and not outbox.put(frame(3, "z" * 40))
     outbox.close(5)

@@ -355,8 +355,11 @@ class ChatServer:
 
     def _command_loop(self, session):
         timeout = self.config.timeout
-        # Idle from the moment the welcome (and any backlog) went out.
-        session.outbox.wait_below(0, FLUSH_TIMEOUT)
+        # Idle from the moment the welcome went out; a mailbox kept busy by
+        # others may never be empty, so not for longer than FLUSH_TIMEOUT.
+        outbox, given_up = session.outbox, monotonic() + FLUSH_TIMEOUT
+        while outbox.nbytes and outbox.wait_progress(given_up - monotonic()):
+            pass
         deadline = monotonic() + timeout
         while session.end_reason is None:
             left = deadline - monotonic()

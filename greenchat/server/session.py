@@ -229,7 +229,7 @@ class Mailroom:
         while rows:
             self.feed(session, [(encode(frames.message(sender, text, sent_at=sent_at)), None)
                                 for _, sender, text, sent_at in rows])
-            if session.end_reason is not None or not outbox.wait_below(0, FLUSH_TIMEOUT):
+            if session.end_reason is not None or not outbox.wait_written(FLUSH_TIMEOUT):
                 session.cut_off("not reading its offline messages")
                 return False
             after = rows[-1][0]             # removes every page before it too
@@ -251,10 +251,10 @@ class Mailroom:
         session.pending, ahead of anything newer, for its end to store.
         """
         outbox = session.outbox
-        low = outbox.limit // 4
         for index, (frame, record) in enumerate(items):
             while not outbox.put(frame, record):
-                if session.end_reason is not None or not outbox.wait_below(low, FLUSH_TIMEOUT):
+                if session.end_reason is not None or \
+                        not outbox.wait_room(len(frame), FLUSH_TIMEOUT):
                     session.pending[:0] = items[index:]
                     session.cut_off("not reading its messages")
                     return False
