@@ -595,3 +595,41 @@ def test_a_backlog_of_frames_bigger_than_the_byte_limit_is_sent_not_spun_on(tmp_
         assert time.monotonic() - started < 1
     finally:
         server.kill()
+
+
+def test_a_backlog_cut_short_is_shown_again_only_where_it_was_not_written(make_server):
+    # Found in review: a session that ended mid-page left the whole page in
+    # the store, written frames included: shown twice, with no crash at all.
+    from gevent import socket
+
+    from greenchat import frames
+    from greenchat.codec import Decoder, encode
+    server = make_server(["alice", "bob"], offline_limit_bytes=1 << 30)
+    alice = Agent("alice", server.address)
+    assert alice.login()["status"] == "ok"
+    for i in range(600):                      # 9 MB: more than the socket buffers take
+        assert alice.command(f"message bob {i} " + "x" * 15_000)[1]["ok"]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(server.address)
+    for frame in (frames.hello("test"), frames.username("bob"), frames.password("pw")):
+        sock.sendall(encode(frame))
+    # bob reads nothing now: after 5 s without progress the server cuts him
+    # off; then he reads everything it wrote, to the end.
+    alice.wait_for(lambda f: f == {"type": "presence", "user": "bob", "online": False},
+                   timeout=20)
+    decoder, first = Decoder(1 << 20), []
+    with gevent.Timeout(10):
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            first += [int(f["text"].split()[0]) for f in decoder.feed(data)
+                      if f["type"] == "message"]
+    sock.close()
+    assert 0 < len(first) < 600
+    bob = Agent("bob", server.address)
+    assert bob.login()["status"] == "ok"
+    bob.command("whoelse")
+    second = [int(t.split()[0]) for t in bob.texts()]
+    assert first + second == list(range(600))       # each once, in order

@@ -57,7 +57,7 @@ class Session:
 
     __slots__ = ("sock", "address", "network", "login_deadline", "reader", "outbox", "bucket",
                  "user", "login_id", "state", "pending", "pending_bytes", "spill",
-                 "end_reason", "closed", "p2p", "online_since")
+                 "backlog_upto", "end_reason", "closed", "p2p", "online_since")
 
     def __init__(self, sock, address, network, login_deadline, config):
         self.sock = sock
@@ -74,6 +74,7 @@ class Session:
         self.pending = []      # (frame, record) held back while stored messages go out
         self.pending_bytes = 0
         self.spill = []        # message records arriving while the session closes
+        self.backlog_upto = None  # the last stored row queued for this session
         self.end_reason = None
         self.closed = Event()  # set once its undelivered mail is handed to the store
         self.p2p = None        # (host, port, cert fingerprint) the client takes links on
@@ -122,15 +123,30 @@ class Session:
         shutdown(self.sock)
 
     def undelivered(self, unsent):
-        """The records of every message this session took and never wrote,
-        oldest first: `unsent` (from its closed outbox), then what was held
-        back, then what spilled. Its lists start anew."""
-        records = unsent + [r for _, r in self.pending if r is not None] + self.spill
+        """What this session took and never wrote: (the records of messages
+        to store, oldest first; the last stored row it did write, or None).
+
+        `unsent` comes from its closed outbox, then what was held back, then
+        what spilled. Its lists start anew.
+        """
+        taken = unsent + [r for _, r in self.pending if r is not None] + self.spill
         self.pending, self.pending_bytes, self.spill = [], 0, []
-        return records
+        records = [r for r in taken if r.__class__ is not Stored]
+        unwritten = [r.row for r in taken if r.__class__ is Stored]
+        written = min(unwritten) - 1 if unwritten else self.backlog_upto
+        return records, written
 
     def __repr__(self):
         return f"<Session {self.user or '-'} {self.address} {self.state.value}>"
+
+
+class Stored:
+    """The record of a backlog frame: its row, still in the store until written."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row):
+        self.row = row
 
 
 class Mailroom:
@@ -205,14 +221,22 @@ class Mailroom:
         dropped: a new account may take its name."""
         name = session.user
         with self.turn(name):
-            records = session.undelivered(unsent)
+            records, written = session.undelivered(unsent)
             went_offline()
             session.closed.set()
             if session.end_reason == frames.REMOVED:
                 if records:
                     log.info("%s: dropping %d undelivered message(s) of a deleted account",
                              name, len(records))
-            elif records:
+                return
+            if written is not None:
+                # Stored messages written out leave the store; the rest stay.
+                try:
+                    self.store.remove_offline(name, written)
+                except StoreError as exc:
+                    log.error("%s: could not remove delivered messages (they may be shown "
+                              "again): %s", name, exc)
+            if records:
                 log.info("%s: storing %d undelivered message(s) as offline", name, len(records))
                 self.store_for(name, records)
 
@@ -227,8 +251,9 @@ class Mailroom:
         """
         name, outbox = session.user, session.outbox
         while rows:
-            self.feed(session, [(encode(frames.message(sender, text, sent_at=sent_at)), None)
-                                for _, sender, text, sent_at in rows])
+            session.backlog_upto = rows[-1][0]
+            self.feed(session, [(encode(frames.message(sender, text, sent_at=sent_at)), Stored(row))
+                                for row, sender, text, sent_at in rows])
             if session.end_reason is not None or not outbox.wait_written(FLUSH_TIMEOUT):
                 session.cut_off("not reading its offline messages")
                 return False

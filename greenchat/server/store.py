@@ -290,6 +290,11 @@ class Store:
             "SELECT count, bytes FROM mailboxes WHERE recipient = ?",
             (recipient,)).fetchone() or (0, 0))
 
+    def remove_offline(self, recipient, upto):
+        """Remove recipient's stored messages up to row `upto` (written out)."""
+        self._transaction(lambda db: db.execute(
+            "DELETE FROM offline WHERE recipient = ? AND id <= ?", (recipient, upto)))
+
     def offline_page(self, recipient, after=0, done_upto=None, rows=PAGE_ROWS,
                      size=PAGE_CHARS):
         """The next page of recipient's offline messages, oldest first.
