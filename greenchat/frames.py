@@ -177,6 +177,14 @@ def link_offer(offer):
     return host, port, token, fingerprint
 
 
+def command_id(frame):
+    """A command's id: an integer (or absent: None), echoed in its reply."""
+    value = frame.get("id")
+    if value is not None and type(value) is not int:
+        raise MalformedFrame("a command's id must be an integer")
+    return value
+
+
 def p2p_port(frame):
     """(port, certificate fingerprint or None) from a password frame's p2p
     member, or None without one. Any host it names is not read."""

@@ -633,3 +633,52 @@ def test_a_backlog_cut_short_is_shown_again_only_where_it_was_not_written(make_s
     bob.command("whoelse")
     second = [int(t.split()[0]) for t in bob.texts()]
     assert first + second == list(range(600))       # each once, in order
+
+
+def test_a_client_that_never_reads_its_replies_is_cut_off_too(make_server):
+    # Found in review: replies bypassed the mailbox's limits, so a client
+    # asking for long answers and reading none grew the server without end.
+    from gevent import socket
+
+    from greenchat import frames
+    from greenchat.codec import encode
+    names = [f"{i:03d}" + "n" * 57 for i in range(150)]
+    server = make_server(names + ["hog", "watcher"], mailbox_limit_bytes=1 << 20)
+    agents = [Agent(name, server.address) for name in names + ["watcher"]]
+    for agent in agents:
+        assert agent.login()["status"] == "ok"
+    watcher = agents[-1]
+    hog = socket.socket()
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog.connect(server.address)
+    for frame in (frames.hello("test"), frames.username("hog"), frames.password("pw")):
+        hog.sendall(encode(frame))
+    watcher.wait_for(lambda f: f.get("user") == "hog" and f.get("online"))
+
+    def gone():
+        return any(f == {"type": "presence", "user": "hog", "online": False}
+                   for _, f in watcher.stream)
+    for i in range(1500):                      # each answer ~9.5 KB: 14 MB in all
+        try:
+            hog.sendall(encode(frames.command(i, "whoelse")))
+        except OSError:
+            break
+        if i % 50 == 0:
+            gevent.sleep(0.01)
+            if gone():
+                break
+    watcher.wait_for(lambda f: f == {"type": "presence", "user": "hog", "online": False},
+                     timeout=10)
+    hog.close()
+
+
+@pytest.mark.parametrize("request_id", ["x" * 60_000, 1.5, True, [1], {"a": 1}])
+def test_a_command_id_must_be_an_integer(make_server, request_id):
+    from greenchat import frames
+
+    from support import exchange_until_closed
+    server = make_server(["alice"])
+    got = exchange_until_closed(server.address, [
+        frames.hello("test"), frames.username("alice"), frames.password("pw"),
+        {"type": "command", "id": request_id, "line": "whoelse"}])
+    assert got[-1] == {"type": "error", "text": texts.MALFORMED_FRAME}

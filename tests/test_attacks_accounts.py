@@ -184,3 +184,21 @@ def test_a_name_deleted_while_the_server_was_down_is_new_when_added_again(make_s
     luke = Agent("luke", server.address)
     assert luke.login()["status"] == "ok"
     assert_fresh(server, "leia", luke)
+
+
+def test_an_account_deleted_while_its_login_is_recorded_is_not_logged_in(accounts):
+    # Found in review: the login's store call yields; a reload that deleted
+    # (or re-created) the account meanwhile found no session to end, and the
+    # login went on into an account that was gone.
+    server, creds = accounts
+    original = server.mailroom.open_session
+
+    def delete_meanwhile(name, now):
+        creds.write_text("".join(line + "\n" for line in creds.read_text().splitlines()
+                                 if not line.startswith("leia ")))
+        server.reload_credentials()
+        return original(name, now)
+    server.mailroom.open_session = delete_meanwhile
+    frame = Agent("leia", server.address).login()
+    assert (frame["status"], frame["text"]) == ("failed", texts.INVALID_USERNAME)
+    assert "leia" not in server.online

@@ -457,3 +457,26 @@ def test_presence_waits_longer_only_with_many_users_online(server):
     finally:
         for i in range(10_000):
             del server.online[f"ghost{i}"]
+
+
+def test_a_login_that_fills_the_presence_batch_gets_no_earlier_notice():
+    # Found in review: the login's own notice can flush the batch at once,
+    # and the new session was already online with online_since 0.
+    from greenchat.server.chat import Chat
+    from greenchat.server.presence import BATCH_MAX
+
+    class Seen:
+        def __init__(self, user):
+            self.user, self.online_since, self.got, self.end_reason = user, 0, [], None
+
+        def deliver(self, frame, record=None):
+            self.got.append(frame)
+
+    chat = Chat(accounts=set(), store=None, mailroom=None, clock=lambda: 0.0)
+    for i in range(BATCH_MAX - 1):
+        chat.presence.announce(f"u{i}", True)
+    newcomer = Seen("late")
+    chat.came_online(newcomer)          # the 128th notice: the batch goes out now
+    assert not chat.presence.batch
+    assert newcomer.got == []
+    chat.presence.stop()

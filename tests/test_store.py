@@ -253,3 +253,23 @@ def test_every_store_call_takes_hostile_text_or_raises_store_error(store, text):
         # What it takes comes back as it went in.
         store.save_offline([(text, text, text, 3.0)])
         assert [row[1:] for row in store.offline_page(text)] == [(text, text, 3.0)]
+
+
+def test_a_call_its_caller_gave_up_on_is_never_run(store, monkeypatch):
+    # Told "the store failed", a sender may try again: the first try must not
+    # land as well (found in review).
+    from greenchat.server import store as store_module
+    monkeypatch.setattr(store_module, "CALL_TIMEOUT", 0.3)
+
+    def slow(db):
+        time.sleep(0.8)           # holds the store thread
+    blocker = gevent.spawn(store._transaction, slow)
+    gevent.sleep(0.05)
+    with pytest.raises(StoreError):
+        store.save_offline([("bob", "alice", "given up", 1.0)])
+    with pytest.raises(StoreError):
+        blocker.get()             # it timed out too, but it ran: it was under way
+    gevent.sleep(1.0)             # until the thread is free again
+    assert store.mailbox_size("bob") == (0, 0)
+    store.save_offline([("bob", "alice", "again", 2.0)])
+    assert page_texts(store.offline_page("bob")) == ["again"]

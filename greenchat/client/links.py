@@ -42,6 +42,7 @@ class PrivateLinks:
     def open(self, offer):
         """Link to the peer the server's startprivate answer names, then read
         the link until it ends (in a greenlet of its own)."""
+        link = None
         with self.guard("opening a private link"):
             user = offer["user"]
             try:
@@ -62,7 +63,8 @@ class PrivateLinks:
             link = self._links[user] = peer.PeerLink(user, conn)
             self.console.show(texts.start_private(user))
             self.opened()
-        self._read(link)
+        if link is not None:
+            self._read(link)
 
     def accept(self, link):
         """A peer's link came through our listener (peer.PeerListener's on_link)."""

@@ -95,6 +95,7 @@ class Accounts:
         self.on_gone = on_gone    # on_gone(name): a deleted account's sessions end
         self.passwords = PasswordChecks()
         self.failures = {}        # user -> consecutive wrong passwords
+        self._generations = {}    # user -> how often their account was deleted
         self.locks = {}           # user -> (until, timer greenlet)
         self._reloading = Semaphore()
         self._seen = None         # the accounts file's _signature when loaded
@@ -102,6 +103,11 @@ class Accounts:
 
     def __contains__(self, name):
         return name in self.credentials
+
+    def generation(self, name):
+        """Changes when `name`'s account is deleted (or deleted and added
+        again): a login compares it before and after it waits."""
+        return self._generations.get(name, 0)
 
     def start(self):
         """Take up what the store kept: account ids (a name whose id changed
@@ -213,6 +219,7 @@ class Accounts:
                      len(changes.replaced), len(changes.password_changed))
 
     def _gone(self, name):
+        self._generations[name] = self._generations.get(name, 0) + 1
         self.failures.pop(name, None)
         lock = self.locks.pop(name, None)
         if lock is not None:

@@ -77,8 +77,10 @@ class Chat:
     def came_online(self, session):
         """`session`'s user is online (its stored messages still to go out)."""
         session.state = LOADING
-        self.online[session.user] = session
+        # Its own event first: a batch that goes out at once must not reach
+        # it with the events before it (online_since would still be 0).
         session.online_since = self.presence.announce(session.user, True)
+        self.online[session.user] = session
 
     def went_offline(self, session, now, announce=True):
         """`session`'s user is offline from now on (a deleted account leaves
@@ -124,10 +126,11 @@ class Chat:
         if self.blocks.blocks(user, sender):
             raise CommandError(texts.RECIPIENT_BLOCKED_YOU)
         record = (user, sender, text, self.clock())
-        frame = encode(frames.message(sender, text))
         target = self.online.get(user)
         if target is None:
             with self.mailroom.turn(user):
+                if user not in self.accounts:       # deleted while we waited our turn
+                    raise CommandError(texts.INVALID_USER)
                 target = self.online.get(user)      # logged in while we waited our turn
                 if target is None:
                     try:
@@ -139,7 +142,7 @@ class Chat:
                     if not stored:
                         raise CommandError(texts.mailbox_full(user))
                     return None
-        target.deliver(frame, record)
+        target.deliver(encode(frames.message(sender, text)), record)
         return None
 
     def broadcast(self, session, text):

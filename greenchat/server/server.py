@@ -48,8 +48,9 @@ from greenchat.transport import SHUT_RD, close, configure, refuse, shutdown
 
 log = logging.getLogger("greenchat.server")
 
-# How long a new login waits for the same account's closing session to finish.
-TAKEOVER_WAIT = 5.0
+# How long a new login waits for the same account's closing session to finish:
+# longer than that session may take to flush its mailbox and give up.
+TAKEOVER_WAIT = FLUSH_TIMEOUT + 2.0
 # A writer greenlet that wrote nothing for one to two of these ends; the next
 # frame starts another (transport.Outbox.retire_if_idle).
 WRITER_IDLE = 2.0
@@ -306,19 +307,21 @@ class ChatServer:
                 p2p = frames.p2p_port(frame)
                 if p2p is not None:
                     session.p2p = (canonical(session.address[0]), *p2p)
+                account = accounts.generation(name)
                 outcome = accounts.check_password(name, frames.string(frame, "password"),
                                                   session.network)
                 if outcome is None:
-                    return self._register(session, name)
+                    return self._register(session, name, account)
                 session.send(frames.login(*outcome))
                 if outcome[0] == frames.FAILED:
                     return False
             else:
                 raise ProtocolError(f"unexpected {kind!r} frame during login")
 
-    def _register(self, session, name):
+    def _register(self, session, name, account):
         """Log `name` in on `session` and send its stored messages; False if
-        the login is refused."""
+        the login is refused. `account` is the generation of `name`'s account
+        whose password was checked (Accounts.generation)."""
         existing = self.online.get(name)
         if existing is not None and existing.state is CLOSING:
             # The same user logging straight back in: let the old session
@@ -346,6 +349,13 @@ class ChatServer:
             return False
         finally:
             self.joining.discard(name)
+        if self.accounts.generation(name) != account:
+            # Deleted, or deleted and added again, while it was checked or
+            # recorded: that password opened an account that is gone.
+            log.info("login refused: the account %s changed during its login", name)
+            self._record_logout(session)
+            session.send(frames.login(frames.FAILED, texts.INVALID_USERNAME))
+            return False
         session.user = name
         self.chat.came_online(session)
         session.send(frames.login(frames.LOGGED_IN, texts.WELCOME, user=name))
@@ -374,7 +384,7 @@ class ChatServer:
             self._dispatch(session, frame)
 
     def _dispatch(self, session, frame):
-        request_id = frame.get("id")
+        request_id = frames.command_id(frame)
         line = frames.string(frame, "line")
         try:
             reply = self.chat.handle(session, line)
@@ -387,6 +397,11 @@ class ChatServer:
             return
         if session.end_reason is None:
             session.send(frames.reply(request_id, reply.lines, extra=reply.extra))
+            # Replies pass the mailbox's limits, but a client that asks and
+            # never reads must not hold them without end.
+            outbox = session.outbox
+            if outbox.nbytes > outbox.limit_bytes or len(outbox) > outbox.limit:
+                session.cut_off("not reading its replies")
 
     def _end(self, session):
         """Tear a connection down; store whatever it could not deliver."""
@@ -405,11 +420,14 @@ class ChatServer:
         self.mailroom.hand_over(session, unsent, lambda: self.chat.went_offline(
             session, now, announce=not self.stopping))
         log.info("logout: %s (%s)", name, reason or "connection closed")
+        self._record_logout(session, now)
+
+    def _record_logout(self, session, now=None):
         if session.login_id is not None:
             try:
-                self.store.record_logout(session.login_id, now)
+                self.store.record_logout(session.login_id, self._now() if now is None else now)
             except GreenchatError as exc:
-                log.error("%s: could not record the logout: %s", name, exc)
+                log.error("%s: could not record the logout: %s", session.user, exc)
 
     def _end_account(self, name):
         """A deleted account: its session ends, and memory forgets it."""
@@ -418,3 +436,6 @@ class ChatServer:
             session.end_reason = frames.REMOVED
             shutdown(session.sock, SHUT_RD)
         self.chat.forget(name)
+        dropped = self.mailroom.held.pop(name, None)
+        if dropped:
+            log.info("%s: dropping %d message(s) held for a deleted account", name, len(dropped))

@@ -113,14 +113,15 @@ class Session:
         return pending
 
     def cut_off(self, why):
-        """End a session whose client does not keep up with its mail."""
+        """End a session whose client does not keep up with its mail. One
+        ending already for another reason keeps its way out (and its bye)."""
+        self.state = CLOSING
         if self.end_reason is None:
             log.warning("%s: %s (%d frames, %d bytes waiting), disconnecting slow reader",
                         self.user, why, len(self.outbox) + len(self.pending),
                         self.outbox.nbytes + self.pending_bytes)
             self.end_reason = "slow"
-        self.state = CLOSING
-        shutdown(self.sock)
+            shutdown(self.sock)
 
     def undelivered(self, unsent):
         """What this session took and never wrote: (the records of messages
@@ -206,7 +207,13 @@ class Mailroom:
         their first page), then whatever arrived for it meanwhile, at the pace
         its client reads them; then it is ONLINE, unless it ended first
         (whatever it still held is then its end's to store)."""
-        if self.send_backlog(session, backlog):
+        try:
+            caught_up = self.send_backlog(session, backlog)
+        except StoreError as exc:
+            log.error("%s: could not read the stored messages: %s", session.user, exc)
+            session.cut_off("no stored messages to send")
+            return
+        if caught_up:
             while session.pending and self.feed(session, session.take_pending()):
                 pass
             if session.state is LOADING:

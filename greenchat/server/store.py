@@ -157,11 +157,13 @@ class Store:
     def _call(self, func, *args, grouped=False):
         """Run func(*args) in the store thread; with `grouped`, func(db, *args)
         inside a transaction shared with the calls queued beside it."""
-        result = AsyncResult()
-        self._jobs.put_nowait((func, args, result, grouped))
+        result, given_up = AsyncResult(), [False]
+        self._jobs.put_nowait((func, args, result, grouped, given_up))
         try:
             return result.get(timeout=CALL_TIMEOUT)
         except gevent.Timeout:
+            # Not run later, if it has not run yet: its caller was told it failed.
+            given_up[0] = True
             raise StoreError(f"database {self.path}: no answer in {CALL_TIMEOUT}s") from None
         except StoreError:
             raise
@@ -174,9 +176,11 @@ class Store:
         jobs = self._jobs
         while True:
             job = jobs.get()
-            func, args, result, grouped = job
+            func, args, result, grouped, given_up = job
             if func is None:
                 return
+            if given_up[0]:
+                continue
             if not grouped:
                 ok, value = self._pool.apply(_outcome, (func, *args))
                 if ok:
@@ -190,7 +194,7 @@ class Store:
             ok, outcomes = self._pool.apply(_outcome, (self._run_group, group))
             if not ok:          # the transaction itself failed: every call did
                 outcomes = [(False, outcomes)] * len(group)
-            for (_, _, result, _), (ok, value) in zip(group, outcomes, strict=True):
+            for (_, _, result, _, _), (ok, value) in zip(group, outcomes, strict=True):
                 if ok:
                     result.set(value)
                 else:
@@ -208,7 +212,10 @@ class Store:
         outcomes = []
         db.execute("BEGIN IMMEDIATE")
         try:
-            for func, args, _, _ in group:
+            for func, args, _, _, given_up in group:
+                if given_up[0]:
+                    outcomes.append((False, StoreError("given up by its caller")))
+                    continue
                 db.execute("SAVEPOINT call")
                 try:
                     value = func(db, *args)
@@ -253,7 +260,7 @@ class Store:
         try:
             self._call(run)
         finally:
-            self._jobs.put_nowait((None, (), None, False))
+            self._jobs.put_nowait((None, (), None, False, [False]))
             self._dispatcher.join(timeout=CALL_TIMEOUT)
             self._pool.kill()
 
