@@ -478,3 +478,32 @@ def admin_run(creds, *argv, password=None, monkeypatch=None):
     if password is not None:
         monkeypatch.setattr(sys, "stdin", _Lines(password))
     return admin.main(["--credentials", str(creds), *argv])
+
+
+# A client that does not read -------------------------------------------------------
+
+def silent_login(address, name, password=PASSWORD):
+    """Log `name` in on a raw socket with a small receive buffer, and read
+    nothing: what the server sends it piles up, in the kernel and then in
+    the server."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(address)
+    for frame in (frames.hello("greenchat-tests"), frames.username(name),
+                  frames.password(password)):
+        sock.sendall(encode(frame))
+    return sock
+
+
+def numbers_until_closed(sock, decoder=None, timeout=10):
+    """Read `sock` until the other end closes it; the leading number of each
+    message's text, in the order they came."""
+    decoder = decoder or Decoder(1 << 20)
+    numbers = []
+    with gevent.Timeout(timeout):
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return numbers
+            numbers += [int(f["text"].split()[0]) for f in decoder.feed(data)
+                        if f["type"] == "message"]

@@ -15,7 +15,7 @@ import pytest
 from greenchat import certs, texts, tls
 from greenchat.commands import WHOELSE
 
-from support import Agent, HubTicker, User
+from support import Agent, HubTicker, User, numbers_until_closed, silent_login
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLOODER = os.path.join(HERE, "flooder.py")
@@ -212,9 +212,8 @@ def test_an_unexpected_error_ends_one_session_cleanly(make_server, caplog):
 # Item 2: kill -9 while the offline backlog goes out ------------------------------
 
 def test_kill_9_during_backlog_delivery_loses_no_stored_message(tmp_path):
-    from gevent import socket
 
-    from greenchat.codec import Decoder, encode
+    from greenchat.codec import Decoder
 
     from support import ServerProcess
     count = 20_000
@@ -229,12 +228,7 @@ def test_kill_9_during_backlog_delivery_loses_no_stored_message(tmp_path):
                          "line": f"message reader {i} " + "x" * 1000})
         assert sender.command(f"message reader {count - 1} " + "x" * 1000)[1]["ok"]
         # The reader logs in and reads slowly; the server dies mid-backlog.
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)     # a slow, small reader
-        sock.connect(server.address)
-        for frame in ({"type": "hello", "version": 1}, {"type": "username", "username": "reader"},
-                      {"type": "password", "password": "pw"}):
-            sock.sendall(encode(frame))
+        sock = silent_login(server.address, "reader")
         decoder, seen = Decoder(), []
         while len(seen) < count // 3:
             for frame in decoder.feed(sock.recv(4096)):
@@ -242,13 +236,7 @@ def test_kill_9_during_backlog_delivery_loses_no_stored_message(tmp_path):
                     seen.append(int(frame["text"].split()[0]))
             gevent.sleep(0.001)
         server.kill()
-        with gevent.Timeout(10):
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                seen += [int(f["text"].split()[0]) for f in decoder.feed(data)
-                         if f["type"] == "message"]
+        seen += numbers_until_closed(sock, decoder)
         sock.close()
     finally:
         server.kill()
@@ -273,18 +261,11 @@ def test_kill_9_during_backlog_delivery_loses_no_stored_message(tmp_path):
 # Item 5: a slow reader's mailbox, by bytes as well as frames -----------------------
 
 def test_a_non_reader_of_big_frames_is_cut_off_by_bytes(make_server):
-    from gevent import socket
 
-    from greenchat.codec import encode
     server = make_server(["alice", "bob", "carol"], mailbox_limit_bytes=1 << 20)
     alice, carol = Agent("alice", server.address), Agent("carol", server.address)
     assert alice.login()["status"] == "ok" and carol.login()["status"] == "ok"
-    bob = socket.socket()
-    bob.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    bob.connect(server.address)
-    for frame in ({"type": "hello", "version": 1}, {"type": "username", "username": "bob"},
-                  {"type": "password", "password": "pw"}):
-        bob.sendall(encode(frame))
+    bob = silent_login(server.address, "bob")
     carol.wait_for(lambda f: f.get("user") == "bob" and f.get("online"))
     big = "m" * 60000
     gone = None
@@ -600,32 +581,18 @@ def test_a_backlog_of_frames_bigger_than_the_byte_limit_is_sent_not_spun_on(tmp_
 def test_a_backlog_cut_short_is_shown_again_only_where_it_was_not_written(make_server):
     # Found in review: a session that ended mid-page left the whole page in
     # the store, written frames included: shown twice, with no crash at all.
-    from gevent import socket
 
-    from greenchat import frames
-    from greenchat.codec import Decoder, encode
     server = make_server(["alice", "bob"], offline_limit_bytes=1 << 30)
     alice = Agent("alice", server.address)
     assert alice.login()["status"] == "ok"
     for i in range(600):                      # 9 MB: more than the socket buffers take
         assert alice.command(f"message bob {i} " + "x" * 15_000)[1]["ok"]
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(server.address)
-    for frame in (frames.hello("test"), frames.username("bob"), frames.password("pw")):
-        sock.sendall(encode(frame))
+    sock = silent_login(server.address, "bob")
     # bob reads nothing now: after 5 s without progress the server cuts him
     # off; then he reads everything it wrote, to the end.
     alice.wait_for(lambda f: f == {"type": "presence", "user": "bob", "online": False},
                    timeout=20)
-    decoder, first = Decoder(1 << 20), []
-    with gevent.Timeout(10):
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            first += [int(f["text"].split()[0]) for f in decoder.feed(data)
-                      if f["type"] == "message"]
+    first = numbers_until_closed(sock)
     sock.close()
     assert 0 < len(first) < 600
     bob = Agent("bob", server.address)
@@ -638,7 +605,6 @@ def test_a_backlog_cut_short_is_shown_again_only_where_it_was_not_written(make_s
 def test_a_client_that_never_reads_its_replies_is_cut_off_too(make_server):
     # Found in review: replies bypassed the mailbox's limits, so a client
     # asking for long answers and reading none grew the server without end.
-    from gevent import socket
 
     from greenchat import frames
     from greenchat.codec import encode
@@ -648,11 +614,7 @@ def test_a_client_that_never_reads_its_replies_is_cut_off_too(make_server):
     for agent in agents:
         assert agent.login()["status"] == "ok"
     watcher = agents[-1]
-    hog = socket.socket()
-    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    hog.connect(server.address)
-    for frame in (frames.hello("test"), frames.username("hog"), frames.password("pw")):
-        hog.sendall(encode(frame))
+    hog = silent_login(server.address, "hog")
     watcher.wait_for(lambda f: f.get("user") == "hog" and f.get("online"))
 
     def gone():

@@ -10,12 +10,10 @@ import resource
 import time
 
 import gevent
-from gevent import socket
 
 from greenchat import texts
-from greenchat.codec import encode
 
-from support import Agent, ServerProcess
+from support import Agent, ServerProcess, silent_login
 
 STORE_FAILED_MESSAGE = "Error. The server could not store your message; try again"
 LOGIN_UNAVAILABLE = "Error. The server cannot log you in right now; try again later"
@@ -26,17 +24,6 @@ def limit_file_size(size):
         # The soft limit only: raising it again later needs no privilege.
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
     return preexec
-
-
-def silent_login(address, name):
-    """Log `name` in on a socket that will not read: its mail piles up."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(address)
-    for frame in ({"type": "hello", "version": 1}, {"type": "username", "username": name},
-                  {"type": "password", "password": "pw"}):
-        sock.sendall(encode(frame))
-    return sock
 
 
 def test_a_full_disk_refuses_what_it_cannot_keep_and_loses_nothing(tmp_path):

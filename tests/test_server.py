@@ -5,14 +5,12 @@ import time
 
 import gevent
 import pytest
-from gevent import socket
 
 from greenchat import texts
-from greenchat.codec import encode
 from greenchat.server.presence import BATCH as PRESENCE_BATCH
 from greenchat.server.presence import DELIVERIES as PRESENCE_DELIVERIES
 
-from support import PASSWORD, Agent, exchange_until_closed
+from support import PASSWORD, Agent, exchange_until_closed, silent_login
 
 USERS = ["alice", "bob", "carol", "dave"]
 
@@ -387,12 +385,7 @@ def test_messages_to_a_dropped_connection_are_stored(make_server):
     server = make_server(USERS, mailbox_limit=50)
     alice, = online(server, "alice")
     # bob logs in and never reads; his socket buffers fill, then his mailbox.
-    bob = socket.socket()
-    bob.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    bob.connect(server.address)
-    for frame in (hello(), {"type": "username", "username": "bob"},
-                  {"type": "password", "password": PASSWORD}):
-        bob.sendall(encode(frame))
+    bob = silent_login(server.address, "bob")
     alice.wait_for(lambda f: f.get("user") == "bob" and f.get("online"))
     big = "m" * 8000
     for i in range(1500):
