@@ -188,9 +188,7 @@ class Mailroom:
         """Store a message just sent to an offline user, within the quota.
         Call in the recipient's turn. True if stored, False if the quota
         refuses it; StoreError if the store fails (then nothing is kept)."""
-        recipient = record[0]
-        if recipient in self.held and not self.store_for(recipient, []):
-            raise StoreError("messages held for the recipient could not be stored")
+        self._store_held(record[0])
         return self.store.store_message(record, self.config.offline_limit,
                                         self.config.offline_limit_bytes)
 
@@ -198,9 +196,14 @@ class Mailroom:
         """Record a login and read the first page of its backlog, after
         storing whatever is held for it; call in `name`'s turn. (login id,
         rows); StoreError if the store cannot, so the login is refused."""
-        if name in self.held and not self.store_for(name, []):
-            raise StoreError("messages held for the user could not be stored")
+        self._store_held(name)
         return self.store.open_session(name, now)
+
+    def _store_held(self, name):
+        """Whatever is held for `name` goes to the store first: nothing newer
+        may overtake it. StoreError if it cannot."""
+        if name in self.held and not self.store_for(name, []):
+            raise StoreError(f"messages held in memory for {name} could not be stored")
 
     def catch_up(self, session, backlog):
         """Send a session that just logged in its stored messages (`backlog`,
