@@ -14,6 +14,8 @@ Argument kinds:
   "user"    one whitespace-free word
   "seconds" a non-negative decimal integer of at most 10 ASCII digits
   "text"    the rest of the line, verbatim (spaces and quotes kept); non-empty
+  "n?"      optional: a positive decimal integer of at most 10 ASCII digits,
+            or None when the line ends before it
 
 The server and the client each map the specs they run to their handlers in
 a table of their own, keyed by these specs (chat.py, client.py);
@@ -39,7 +41,8 @@ class CommandSpec:
 
     @property
     def syntax(self):
-        return " ".join((self.name,) + tuple(a.upper() for a in self.args))
+        return " ".join((self.name,) + tuple(f"[{a[:-1].upper()}]" if a.endswith("?")
+                                             else a.upper() for a in self.args))
 
 
 MESSAGE = CommandSpec("message", ("user", "text"), SERVER,
@@ -54,11 +57,13 @@ LOGOUT = CommandSpec("logout", (), SERVER, "end the session")
 STARTPRIVATE = CommandSpec("startprivate", ("user",), SERVER, "open a direct private link to USER")
 PRIVATE = CommandSpec("private", ("user", "text"), PEER, "send TEXT to USER over the private link")
 STOPPRIVATE = CommandSpec("stopprivate", ("user",), PEER, "close the private link to USER")
+HISTORY = CommandSpec("history", ("user", "n?"), SERVER,
+                      "show your last N messages with USER (default 20, at most 500)")
 HELP = CommandSpec("help", (), LOCAL, "list the commands")
 
 COMMANDS = {spec.name: spec for spec in (MESSAGE, BROADCAST, WHOELSE, WHOELSESINCE, BLOCK,
                                          UNBLOCK, LOGOUT, STARTPRIVATE, PRIVATE, STOPPRIVATE,
-                                         HELP)}
+                                         HISTORY, HELP)}
 
 
 _WORD = re.compile(r"\s*(\S+)")
@@ -72,7 +77,8 @@ def parse_line(line):
 
     Words are separated by any whitespace; a "text" argument is the rest of
     the line after the separating whitespace, kept verbatim but for a trailing
-    line ending. `args` is a tuple of str, except "seconds", which is an int.
+    line ending. `args` is a tuple of str, except "seconds" and "n?", which are ints
+    (or None for an "n?" left out).
     """
     if _SURROGATE.search(line):
         raise InvalidCommand()
@@ -94,9 +100,17 @@ def parse_line(line):
             break
         match = _WORD.match(line, pos)
         if not match:
+            if kind.endswith("?"):
+                args.append(None)
+                continue
             raise InvalidCommand()
         word, pos = match.group(1), match.end()
-        if kind == "seconds":
+        if kind == "n?":
+            if not (len(word) <= MAX_SECONDS_DIGITS and word.isascii() and word.isdigit()) \
+                    or int(word) == 0:
+                raise InvalidCommand()
+            args.append(int(word))
+        elif kind == "seconds":
             if not (len(word) <= MAX_SECONDS_DIGITS and word.isascii() and word.isdigit()):
                 raise InvalidCommand()
             args.append(int(word))

@@ -41,8 +41,21 @@ def password(secret, p2p_host=None, p2p_port=None, fingerprint=None):
     return frame
 
 
-def command(request_id, line):
-    return {"type": "command", "id": request_id, "line": line}
+def command(request_id, line, txn=None, retry=False):
+    """A typed line. `txn`, the client's transaction id, makes a resent
+    command (`retry`, after a reconnect) answered with its first answer
+    instead of run again."""
+    frame = {"type": "command", "id": request_id, "line": line}
+    if txn is not None:
+        frame["txn"] = txn
+        if retry:
+            frame["retry"] = True
+    return frame
+
+
+def ack(upto):
+    """Every message with an id up to `upto` has been shown."""
+    return {"type": "ack", "upto": upto}
 
 
 # Server to client -------------------------------------------------------------
@@ -73,15 +86,29 @@ def failure(request_id, text):
     return reply(request_id, [text], ok=False)
 
 
-def message(sender, text, broadcast=False, sent_at=None):
-    """A message from `sender`; with `sent_at`, one that was stored (offline)."""
-    frame = {"type": "message", "from": sender, "text": text}
+def message(sender, text, msg_id=None, sent_at=None, txn=None, broadcast=False,
+            offline=False):
+    """A message from `sender`: `msg_id`, the server's id for it (increasing
+    for each recipient), `sent_at` when the server accepted it, `txn` the
+    sender's transaction id; `offline` marks one that was stored."""
+    frame = {"type": "message", "id": msg_id, "from": sender, "text": text,
+             "sent_at": sent_at}
+    if msg_id is None:
+        del frame["id"]
+    if sent_at is None:
+        del frame["sent_at"]
+    if txn is not None:
+        frame["txn"] = txn
     if broadcast:
         frame["broadcast"] = True
-    if sent_at is not None:
-        frame["sent_at"] = sent_at
+    if offline:
         frame["offline"] = True
     return frame
+
+
+def history_entry(msg_id, sender, recipient, text, sent_at):
+    """One message of a `history` reply's "history" member."""
+    return {"id": msg_id, "from": sender, "to": recipient, "text": text, "sent_at": sent_at}
 
 
 def presence(user, online):
@@ -175,6 +202,28 @@ def link_offer(offer):
         # Refused here: a resolver's thread would print a traceback.
         raise MalformedFrame(f"the link offer names no host: {host!r}") from None
     return host, port, token, fingerprint
+
+
+# A client's transaction id: any string of at most this many characters.
+MAX_TXN = 64
+
+
+def command_txn(frame):
+    """(transaction id or None, retry flag) of a command frame."""
+    txn = frame.get("txn")
+    if txn is None:
+        return None, False
+    if not isinstance(txn, str) or not 0 < len(txn) <= MAX_TXN:
+        raise MalformedFrame(f"a command's txn must be a string of 1-{MAX_TXN} characters")
+    return txn, frame.get("retry") is True
+
+
+def ack_upto(frame):
+    """The id an ack frame acknowledges up to: a non-negative integer."""
+    upto = frame.get("upto")
+    if type(upto) is not int or upto < 0:
+        raise MalformedFrame("an ack's upto must be a non-negative integer")
+    return upto
 
 
 def command_id(frame):

@@ -103,12 +103,24 @@ def presence_line(user, online):
     return f"{user} logged in" if online else f"{user} logged out"
 
 
+def history_line(stamp, sender, text):
+    """One message of a `history` answer; `stamp` is "YYYY-MM-DD HH:MM" in
+    the client's local time."""
+    return f"[{stamp}] {sender}: {text}"
+
+
+def no_history(user):
+    return f"No messages with {user}"
+
+
 # Session end
 GOODBYE = "Goodbye"
 LOGGED_OUT_IDLE = "You have been logged out due to inactivity"
 SERVER_SHUTTING_DOWN = "Server is shutting down"
 ACCOUNT_REMOVED = "Your account has been removed"
 CONNECTION_LOST = "Connection to server lost"
+RECONNECTING = "Connection to server lost. Reconnecting..."
+RECONNECTED = "Reconnected"
 PROMPT = "> "
 
 
