@@ -99,19 +99,23 @@ class ServerConfig:
                             metavar="BYTES",
                             help="largest frame a client may send (default: %(default)s)")
     mailbox_limit: int = option("--mailbox-limit", 10_000, COUNT, metavar="N",
-                                help="undelivered frames a client may fall behind by before "
+                                help="messages a client may leave unacknowledged before "
                                      "it is disconnected (default: %(default)s)")
     mailbox_limit_bytes: int = option("--mailbox-limit-bytes", 4 * 1024 * 1024, COUNT,
                                       metavar="BYTES",
-                                      help="undelivered bytes a client may fall behind by "
+                                      help="bytes of messages a client may leave unacknowledged "
                                            "before it is disconnected (default: %(default)s)")
     offline_limit: int = option("--offline-limit", 10_000, COUNT, metavar="N",
-                                help="messages stored for one offline user; a message past it "
-                                     "is refused (default: %(default)s)")
+                                help="messages kept unacknowledged for one offline user; a "
+                                     "message past it is refused (default: %(default)s)")
     offline_limit_bytes: int = option("--offline-limit-bytes", 16 * 1024 * 1024, COUNT,
                                       metavar="BYTES",
                                       help="bytes of text stored for one offline user, likewise "
                                            "(default: %(default)s)")
+    retention: float = option("--retention", 30.0, at_least(1, " days"), metavar="DAYS",
+                              help="days acknowledged messages are kept for history; "
+                                   "unacknowledged ones are kept whatever their age "
+                                   "(default: %(default)s)")
     login_timeout: float = option("--login-timeout", 120.0, SECONDS, metavar="SECONDS",
                                   help="time a connection has to log in (default: %(default)s)")
     failed_logins: int = setting(FAILED_LOGINS, COUNT)

@@ -14,6 +14,7 @@ import time
 import gevent
 from gevent import socket
 from gevent.event import AsyncResult, Event
+from gevent.lock import Semaphore
 from gevent.server import StreamServer
 
 from bench.common import (
@@ -143,12 +144,17 @@ class ServerProcess:
 
 class Agent:
     """One simulated user: a reader greenlet records every frame with the
-    time it arrived; commands wait (bounded) for their replies."""
+    time it arrived; commands wait (bounded) for their replies. Like the
+    real client it acknowledges the messages it reads, once a read (unless
+    `acks` is False: a client that reads and never acknowledges)."""
 
-    def __init__(self, name, address, tls_context=None):
+    def __init__(self, name, address, tls_context=None, acks=True):
         self.name = name
         self.address = address
         self.tls_context = tls_context
+        self.acks = acks
+        self.acked = 0            # the last id acknowledged
+        self._sending = Semaphore()
         self.stream = []          # (arrival time, frame) over every session
         self.lines = {}           # command id -> line
         self.sessions = []        # [login_ok_time, logout_request_time or None]
@@ -171,8 +177,11 @@ class Agent:
         try:
             for batch in frame_batches(sock):
                 now = time.monotonic()
+                upto = self.acked
                 for frame in batch:
                     self.stream.append((now, frame))
+                    if frame["type"] == "message" and type(frame.get("id")) is int:
+                        upto = max(upto, frame["id"])
                     kind = frame["type"]
                     if kind == "reply":
                         waiter = self._waiters.pop(frame.get("id"), None)
@@ -185,13 +194,18 @@ class Agent:
                         waiter = self._waiters["bye" if kind == "error" else kind]
                         if not waiter.ready():
                             waiter.set(frame)
+                if self.acks and upto > self.acked:
+                    self.acked = upto
+                    self.send(frames.ack(upto))
         except OSError:
             return
         finally:
             closed.set()
 
     def send(self, frame):
-        self.sock.sendall(encode(frame))
+        # The reader's acks and the commands share the socket: one frame at a time.
+        with self._sending:
+            self.sock.sendall(encode(frame))
 
     def login(self, password=PASSWORD, timeout=60):
         self.connect()
@@ -496,13 +510,16 @@ def silent_login(address, name, password=PASSWORD):
 
 
 def numbers_until_closed(sock, decoder=None, timeout=10):
-    """Read `sock` until the other end closes it; the leading number of each
-    message's text, in the order they came."""
+    """Read `sock` until the other end closes (or resets) it; the leading
+    number of each message's text, in the order they came."""
     decoder = decoder or Decoder(1 << 20)
     numbers = []
     with gevent.Timeout(timeout):
         while True:
-            data = sock.recv(65536)
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                return numbers
             if not data:
                 return numbers
             numbers += [int(f["text"].split()[0]) for f in decoder.feed(data)

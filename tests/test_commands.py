@@ -45,7 +45,7 @@ def test_invalid_lines_all_give_the_one_error(line):
 def test_table_declares_where_each_command_runs():
     assert {n for n, s in COMMANDS.items() if s.where == SERVER} == {
         "message", "broadcast", "whoelse", "whoelsesince", "block", "unblock", "logout",
-        "startprivate"}
+        "startprivate", "history"}
     assert {n for n, s in COMMANDS.items() if s.where == PEER} == {"private", "stopprivate"}
     assert {n for n, s in COMMANDS.items() if s.where == LOCAL} == {"help"}
     for spec in COMMANDS.values():

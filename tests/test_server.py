@@ -2,6 +2,7 @@
 server started in this process on a free port."""
 
 import time
+from types import SimpleNamespace
 
 import gevent
 import pytest
@@ -462,10 +463,11 @@ def test_a_login_that_fills_the_presence_batch_gets_no_earlier_notice():
         def __init__(self, user):
             self.user, self.online_since, self.got, self.end_reason = user, 0, [], None
 
-        def deliver(self, frame, record=None):
+        def notify(self, frame):
             self.got.append(frame)
 
-    chat = Chat(accounts=set(), store=None, mailroom=None, clock=lambda: 0.0)
+    chat = Chat(accounts=set(), store=None, mailroom=SimpleNamespace(next_id=1),
+                clock=lambda: 0.0)
     for i in range(BATCH_MAX - 1):
         chat.presence.announce(f"u{i}", True)
     newcomer = Seen("late")

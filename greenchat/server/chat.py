@@ -8,10 +8,11 @@ Strategy
   wait on the store.
 - One table maps each server command of commands.py to its handler; a
   handler returns a Reply, or raises CommandError with the line to show.
-- A broadcast is encoded once and the same bytes go to every recipient's
-  mailbox. A message to an online user goes to its mailbox with the record
-  to store should it never be written (session.py); to an offline one, into
-  the store (within the recipient's quota) before the sender is answered.
+- A message or broadcast gets its id, goes to the mailbox of every recipient
+  online, and becomes a row of the message log; the sender's answer waits
+  for that row's commit (a Later), without holding the sender's reader. A
+  message to an offline user is logged only within the recipient's quota.
+  A broadcast is encoded once and the same bytes go to every mailbox.
 - A block never tells the blocked user whether the blocker is online
   (docs/protocol.md).
 """
@@ -29,6 +30,10 @@ from greenchat.server.blocks import Blocks
 from greenchat.server.presence import Presence
 from greenchat.server.session import CLOSING, LOADING
 
+# `history`: how many messages by default, and at most.
+HISTORY_DEFAULT = 20
+HISTORY_MAX = 500
+
 log = logging.getLogger("greenchat.server")
 
 
@@ -40,6 +45,28 @@ class Reply:
 
 
 NOTHING = Reply()
+
+
+@dataclass(frozen=True)
+class Later:
+    """A command whose answer waits for the store call `pending`:
+    finish(pending) is then its Reply, or raises CommandError."""
+    pending: object
+    finish: object
+
+
+def _committed(pending):
+    """The value of a message's log write; CommandError if the store failed."""
+    try:
+        return pending.value()
+    except StoreError as exc:
+        log.error("a message could not be stored: %s", exc)
+        raise CommandError(texts.STORE_FAILED_MESSAGE) from None
+
+
+def _accepted(pending):
+    _committed(pending)
+    return NOTHING
 
 
 class Chat:
@@ -61,6 +88,7 @@ class Chat:
             commands.UNBLOCK: self.unblock,
             commands.STARTPRIVATE: self.startprivate,
             commands.LOGOUT: self.logout,
+            commands.HISTORY: self.history,
         }
         missing = commands.unhandled(self.handlers, SERVER)
         if missing:
@@ -77,6 +105,8 @@ class Chat:
     def came_online(self, session):
         """`session`'s user is online (its stored messages still to go out)."""
         session.state = LOADING
+        # Every id handed out from here on sees this user online.
+        session.live_from = self.mailroom.next_id
         # Its own event first: a batch that goes out at once must not reach
         # it with the events before it (online_since would still be 0).
         session.online_since = self.presence.announce(session.user, True)
@@ -119,42 +149,70 @@ class Chat:
     def _visible_to(self, asker, user):
         return user != asker and not self.blocks.blocks(user, asker)
 
+    def _new_id(self):
+        try:
+            return self.mailroom.new_id()
+        except StoreError as exc:
+            log.error("no message id: %s", exc)
+            raise CommandError(texts.STORE_FAILED_MESSAGE) from None
+
     def message(self, session, user, text):
         """message USER TEXT"""
         self._known_other(session, user, texts.CANNOT_MESSAGE_SELF)
         sender = session.user
         if self.blocks.blocks(user, sender):
             raise CommandError(texts.RECIPIENT_BLOCKED_YOU)
-        record = (user, sender, text, self.clock())
+        mid = self._new_id()
+        if user not in self.accounts:           # deleted while an id was reserved
+            raise CommandError(texts.INVALID_USER)
+        # From here to the append, no switch: the recipient is online for
+        # this id (it is past their live_from) or its row precedes their backlog read.
+        now, txn = self.clock(), session.txn
+        row = (mid, sender, user, text, now, txn, None)
         target = self.online.get(user)
         if target is None:
-            with self.mailroom.turn(user):
-                if user not in self.accounts:       # deleted while we waited our turn
-                    raise CommandError(texts.INVALID_USER)
-                target = self.online.get(user)      # logged in while we waited our turn
-                if target is None:
-                    try:
-                        stored = self.mailroom.store_new(record)
-                    except StoreError as exc:
-                        log.error("%s: a message for %s could not be stored: %s",
-                                  sender, user, exc)
-                        raise CommandError(texts.STORE_FAILED_MESSAGE) from None
-                    if not stored:
-                        raise CommandError(texts.mailbox_full(user))
-                    return None
-        target.deliver(encode(frames.message(sender, text)), record)
-        return None
+            config = self.mailroom.config
+            return Later(self.store.append(row, (config.offline_limit,
+                                                 config.offline_limit_bytes)),
+                         lambda pending: self._stored(pending, user))
+        target.deliver(encode(frames.message(sender, text, mid, now, txn)), mid)
+        return Later(self.store.append(row), _accepted)
+
+    @staticmethod
+    def _stored(pending, user):
+        if not _committed(pending):
+            raise CommandError(texts.mailbox_full(user))
+        return NOTHING
 
     def broadcast(self, session, text):
         """broadcast TEXT"""
         sender = session.user
-        frame = encode(frames.message(sender, text, broadcast=True))
+        mid = self._new_id()
+        now, txn = self.clock(), session.txn
+        frame = encode(frames.message(sender, text, mid, now, txn, broadcast=True))
         blockers = self.blocks.blockers_of(sender)
-        for user, other in self.online.items():
+        online = self.online
+        for user, other in online.items():
             if user != sender and user not in blockers:
-                other.deliver(frame)
+                other.deliver(frame, mid)
+        skipped = " ".join(sorted(user for user in blockers if user in online)) or None
+        pending = self.store.append((mid, sender, None, text, now, txn, skipped))
         # Whether or not they are online: the notice must not tell.
-        return Reply((texts.BROADCAST_PARTIAL,)) if blockers else None
+        reply = Reply((texts.BROADCAST_PARTIAL,)) if blockers else NOTHING
+        return Later(pending, lambda done: _committed(done) and reply)
+
+    def history(self, session, user, count):
+        """history USER [N]
+
+        The last N (default 20, at most 500) direct messages between you and
+        USER, both ways, oldest first, in the reply's "history" member.
+        """
+        self._known_other(session, user, texts.INVALID_USER)
+        rows = self.store.history(session.user, user,
+                                  min(count or HISTORY_DEFAULT, HISTORY_MAX))
+        if not rows:
+            return Reply((texts.no_history(user),))
+        return Reply(extra={"history": [frames.history_entry(*row) for row in rows]})
 
     def whoelse(self, session):
         """whoelse"""

@@ -29,3 +29,9 @@ class TokenBucket:
             return False
         self.tokens -= 1
         return True
+
+    def give_back(self):
+        """Return the token just spent: the frame turned out to be one that
+        is not counted (an acknowledgement of something new)."""
+        if self.rate:
+            self.tokens = min(self.burst, self.tokens + 1)

@@ -71,12 +71,12 @@ class Presence:
         for user, other in self.online.items():
             since = other.online_since
             if since < first and user not in special:
-                other.deliver(shared)
+                other.notify(shared)
                 continue
             mine = b"".join([frame for name, seq, hidden, frame in batch
                              if since < seq and name != user and user not in hidden])
             if mine:
-                other.deliver(mine)
+                other.notify(mine)
 
     def stop(self):
         if self._timer is not None:

@@ -18,6 +18,7 @@ Strategy
 
 import logging
 import time
+from collections import OrderedDict
 from time import monotonic
 
 import gevent
@@ -42,8 +43,8 @@ from greenchat.errors import (
 from greenchat.server import runtime
 from greenchat.server.accounts import Accounts
 from greenchat.server.addresses import canonical, network_key
-from greenchat.server.chat import Chat
-from greenchat.server.session import CLOSING, FLUSH_TIMEOUT, Mailroom, Session
+from greenchat.server.chat import Chat, Later
+from greenchat.server.session import CLOSING, FLUSH_TIMEOUT, LATER_MAX, Mailroom, Session
 from greenchat.transport import SHUT_RD, close, configure, refuse, shutdown
 
 log = logging.getLogger("greenchat.server")
@@ -54,6 +55,10 @@ TAKEOVER_WAIT = FLUSH_TIMEOUT + 2.0
 # A writer greenlet that wrote nothing for one to two of these ends; the next
 # frame starts another (transport.Outbox.retire_if_idle).
 WRITER_IDLE = 2.0
+# How long a reader waits for the store to commit what its client sent.
+STORE_WAIT = 60.0
+# Replies kept per user for commands sent again after a reconnect.
+ANSWERS_KEPT = 64
 # The longest a TLS handshake may take (less if the login deadline comes first).
 TLS_HANDSHAKE_TIMEOUT = 10.0
 
@@ -77,12 +82,13 @@ class ChatServer:
         self.store = store
         self.clock = clock
         self.accounts = Accounts(config, credentials, store, self._now, self._end_account)
-        self.mailroom = Mailroom(store, config)
+        self.mailroom = Mailroom(store, config, self._now)
         self.chat = Chat(self.accounts, store, self.mailroom, self._now)
         self.sessions = set()                  # every connection
         self.per_address = {}                  # network (addresses.network_key) -> connections
         self.max_connections = config.max_connections  # lowered by start() to fit the file limit
         self.joining = set()                   # users whose login the store is recording
+        self.answers = {}                      # user -> {txn: reply frame}, the latest few
         self.stopping = False
         self._stopped = Event()
         self._pool = Pool(None)
@@ -124,9 +130,7 @@ class ChatServer:
         # A full pool pauses the accept loop: accept never meets EMFILE, whatever the flood.
         self._pool = Pool(held)
         self.stream.set_spawn(self._pool)
-        closed = self.store.close_open_logins(self._now())
-        if closed:
-            log.info("closed %d login(s) left open by an earlier run", closed)
+        self.mailroom.start()
         self.chat.load(self.store)
         self._sweeper = gevent.spawn(self._retire_idle_writers)
         try:
@@ -325,7 +329,7 @@ class ChatServer:
         existing = self.online.get(name)
         if existing is not None and existing.state is CLOSING:
             # The same user logging straight back in: let the old session
-            # store what it holds first, so no message overtakes another.
+            # record its end first, so the new one's backlog holds all it missed.
             existing.closed.wait(TAKEOVER_WAIT)
             existing = self.online.get(name)
         if name not in self.accounts:
@@ -338,11 +342,10 @@ class ChatServer:
             return False
         # The store first, the welcome after: a login the store cannot record
         # is refused, never announced and then dropped. Meanwhile the user is
-        # still offline (mail to them is stored, and read below).
+        # still offline (mail to them is logged, and read below).
         self.joining.add(name)
         try:
-            with self.mailroom.turn(name):
-                session.login_id, backlog = self.mailroom.open_session(name, self._now())
+            session.login_id, session.acked = self.mailroom.open_session(name, self._now())
         except StoreError as exc:
             log.error("login of %s refused: %s", name, exc)
             session.send(frames.login(frames.FAILED, texts.LOGIN_UNAVAILABLE))
@@ -360,53 +363,116 @@ class ChatServer:
         self.chat.came_online(session)
         session.send(frames.login(frames.LOGGED_IN, texts.WELCOME, user=name))
         log.info("login: %s from %s:%s", name, *session.address[:2])
-        self.mailroom.catch_up(session, backlog)
+        # Its own greenlet: acknowledgements are read while the backlog goes
+        # out; commands wait for it (_command_loop).
+        session.loader = gevent.spawn(self.mailroom.catch_up, session)
         return True
 
     def _command_loop(self, session):
         timeout = self.config.timeout
-        # Idle from the moment the welcome went out; a mailbox kept busy by
-        # others may never be empty, so not for longer than FLUSH_TIMEOUT.
-        outbox, given_up = session.outbox, monotonic() + FLUSH_TIMEOUT
-        while outbox.nbytes and outbox.wait_progress(given_up - monotonic()):
-            pass
         deadline = monotonic() + timeout
         while session.end_reason is None:
+            # A client pipelining messages waits, past a few, for their commits.
+            if len(session.later) >= LATER_MAX:
+                session.wait_answers(LATER_MAX, STORE_WAIT)
             left = deadline - monotonic()
             frame = self._read(session, left) if left > 0 else None
             if frame is None:
                 session.end_reason = frames.IDLE
                 log.info("idle logout: %s", session.user)
                 return
-            if frame["type"] != "command":
-                raise ProtocolError(f"unexpected {frame['type']!r} frame")
+            kind = frame["type"]
+            if kind == "ack":
+                # Not activity; free when it acknowledges something new, so
+                # a busy reader's acks never count as flooding.
+                if self.mailroom.acknowledged(session, frames.ack_upto(frame)):
+                    session.bucket.give_back()
+                continue
+            if kind != "command":
+                raise ProtocolError(f"unexpected {kind!r} frame")
+            loader = session.loader
+            if loader is not None:
+                # Answers come after the backlog (its stall limits bound the wait).
+                loader.join()
+                session.loader = None
             deadline = monotonic() + timeout
             self._dispatch(session, frame)
 
     def _dispatch(self, session, frame):
         request_id = frames.command_id(frame)
         line = frames.string(frame, "line")
+        txn, retry = frames.command_txn(frame)
+        if retry and self._answer_retry(session, request_id, line, txn):
+            return
+        session.txn = txn
         try:
             reply = self.chat.handle(session, line)
         except CommandError as exc:
-            session.send(frames.failure(request_id, exc.text))
+            self._answer(session, txn, frames.failure(request_id, exc.text))
             return
         except StoreError as exc:
             log.error("%s: %s: %s", session.user, line.split(" ", 1)[0], exc)
-            session.send(frames.failure(request_id, texts.STORE_FAILED))
+            self._answer(session, txn, frames.failure(request_id, texts.STORE_FAILED))
             return
-        if session.end_reason is None:
-            session.send(frames.reply(request_id, reply.lines, extra=reply.extra))
+        finally:
+            session.txn = None
+        if isinstance(reply, Later):
+            finish = reply.finish
+
+            def build(pending):
+                try:
+                    done = finish(pending)
+                except CommandError as exc:
+                    return self._remember(session, txn, frames.failure(request_id, exc.text))
+                return self._remember(session, txn,
+                                      frames.reply(request_id, done.lines, extra=done.extra))
+            session.answer_later(reply.pending, build)
+        elif session.end_reason is None:
+            self._answer(session, txn, frames.reply(request_id, reply.lines, extra=reply.extra))
             # Replies pass the mailbox's limits, but a client that asks and
             # never reads must not hold them without end.
             outbox = session.outbox
             if outbox.nbytes > outbox.limit_bytes or len(outbox) > outbox.limit:
                 session.cut_off("not reading its replies")
 
+    def _answer(self, session, txn, frame):
+        session.answer(self._remember(session, txn, frame))
+
+    def _remember(self, session, txn, frame):
+        """Keep the reply to transaction `txn` for a retry of it; the frame."""
+        if txn is not None:
+            answers = self.answers.get(session.user)
+            if answers is None:
+                answers = self.answers[session.user] = OrderedDict()
+            answers[txn] = frame
+            if len(answers) > ANSWERS_KEPT:
+                answers.popitem(last=False)
+        return frame
+
+    def _answer_retry(self, session, request_id, line, txn):
+        """A command sent again after a reconnect: if it ran, answer it as
+        it was answered then (True). The reply is kept in memory; a message or
+        broadcast is also found in the log, across a restart."""
+        first = self.answers.get(session.user, {}).get(txn)
+        if first is None and line.split(None, 1)[:1] in (["message"], ["broadcast"]):
+            try:
+                if self.store.find_txn(session.user, txn):
+                    first = frames.reply(None, [])
+            except StoreError as exc:
+                log.error("%s: could not look up a retried command: %s", session.user, exc)
+        if first is None:
+            return False
+        session.answer({**first, "id": request_id})
+        return True
+
     def _end(self, session):
-        """Tear a connection down; store whatever it could not deliver."""
+        """Tear a connection down; record what it never had acknowledged."""
         name = session.user
         reason = session.end_reason
+        if session.loader is not None:
+            session.loader.kill()
+        # The answers waiting for the store go out before any goodbye.
+        session.wait_answers(1, FLUSH_TIMEOUT)
         if reason in _BYE_TEXTS and (name is not None or reason == frames.SHUTDOWN):
             session.send(frames.bye(reason, _BYE_TEXTS[reason]))
         if name is None:
@@ -414,13 +480,14 @@ class ChatServer:
             close(session.sock)
             return
         session.state = CLOSING
-        unsent = session.outbox.close(FLUSH_TIMEOUT)
+        session.outbox.close(FLUSH_TIMEOUT)
         close(session.sock)
         now = self._now()
-        self.mailroom.hand_over(session, unsent, lambda: self.chat.went_offline(
-            session, now, announce=not self.stopping))
+        # Offline first: nothing is delivered to it after its end is recorded.
+        self.chat.went_offline(session, now, announce=not self.stopping)
+        self.mailroom.end_session(session, now)
+        session.closed.set()
         log.info("logout: %s (%s)", name, reason or "connection closed")
-        self._record_logout(session, now)
 
     def _record_logout(self, session, now=None):
         if session.login_id is not None:
@@ -436,6 +503,5 @@ class ChatServer:
             session.end_reason = frames.REMOVED
             shutdown(session.sock, SHUT_RD)
         self.chat.forget(name)
-        dropped = self.mailroom.held.pop(name, None)
-        if dropped:
-            log.info("%s: dropping %d message(s) held for a deleted account", name, len(dropped))
+        self.mailroom.forget(name)
+        self.answers.pop(name, None)

@@ -1,25 +1,33 @@
 """One connection's session, and the rules by which no accepted message is lost.
 
 Strategy
-- A Session is one connection: its reader, its Outbox (the socket's only
-  writer), its rate limit and, once logged in, its user. Its State says where
-  a delivery goes: ONLINE, into the mailbox; LOADING (its stored messages
-  still going out), held back in `pending` under the mailbox's own limits;
-  CLOSING, into `spill`, for the store. A client that falls behind its
-  mailbox's limits is cut off; what it missed is stored.
-- Mailroom keeps every other rule about mail in one place:
-  * one writer at a time per recipient of stored mail (`turn`): a message
-    sent to a user who has just gone offline, a closing session's
-    undelivered mail and a new login's first read of the backlog all take
-    the recipient's turn, so none overtakes another;
-  * a backlog leaves the store a page at a time, each page removed only once
-    it has been written: a crash shows at most one page again;
-  * accepted mail the store refuses (a full disk) is held in memory, in
-    order, ahead of anything newer, and offered to the store again.
+- Every accepted message is first a row of the store's message log, with an
+  id the server hands out (increasing, never reused) and the sender's `ok`
+  waits for that row's commit. Delivery to a recipient online does not wait:
+  the frame goes out at once and the row follows in the same group commit.
+- A recipient's client acknowledges what it has shown (`ack`, cumulative).
+  Until then the session keeps each message's id and frame (`unacked`); the
+  store keeps each user's acknowledged-up-to id (a cursor, written as acks
+  arrive, a few per commit). What a user has not acknowledged is therefore
+  always findable: its direct messages in the log past the cursor, and the
+  broadcasts a session took and never acknowledged, which its end writes to
+  the user's inbox (after a crash, start-up recovers them from the log).
+- A login reads that backlog a page at a time, ids below `live_from` (the
+  first id handed out once the user was online), while live deliveries wait
+  in `pending`; then the pending ones follow. So a client sees ids strictly
+  increasing in a session, and a repeat is always one it may drop.
+- A Session's State says where a delivery goes: ONLINE, into the outbox;
+  LOADING, into `pending`; CLOSING, nowhere (its id is kept for the end).
+  A client that lets more than the mailbox's limits go unacknowledged is cut
+  off; everything it missed is still in the store.
+- Replies to `message` and `broadcast` wait for the commit without holding
+  the reader: they queue in `later`, and go out in command order.
 """
 
+import bisect
 import enum
 import logging
+from collections import deque
 
 import gevent
 from gevent.event import Event
@@ -28,21 +36,28 @@ from greenchat import frames
 from greenchat.codec import encode
 from greenchat.errors import StoreError
 from greenchat.server.limits import TokenBucket
-from greenchat.server.turns import Turns
 from greenchat.transport import FrameReader, Outbox, shutdown
 
 log = logging.getLogger("greenchat.server")
 
 # How long a client that has stopped reading keeps its session while its
-# mail waits to be written, before the rest is stored.
+# mail waits to be written.
 FLUSH_TIMEOUT = 5.0
-# How often mail the store refused is offered to it again.
-HELD_RETRY = 2.0
+# How often the store is asked again for what it refused (a full disk).
+RETRY = 2.0
+# Ids are reserved a block at a time, the next block once half is used.
+ID_BLOCK = 1 << 20
+# At most this many replies wait for the store before the reader waits too.
+LATER_MAX = 64
+# How often retention looks for messages to purge, and the pause between
+# two of its transactions.
+PURGE_EVERY = 60.0
+PURGE_PAUSE = 0.05
 
 
 class State(enum.Enum):
     NEW = "new"            # logging in
-    LOADING = "loading"    # logged in; its stored messages are going out
+    LOADING = "loading"    # logged in; its backlog is going out
     ONLINE = "online"
     CLOSING = "closing"    # its connection is ending
 
@@ -56,8 +71,9 @@ class Session:
     """One connection: its socket, reader, outbox and (once logged in) user."""
 
     __slots__ = ("sock", "address", "network", "login_deadline", "reader", "outbox", "bucket",
-                 "user", "login_id", "state", "pending", "pending_bytes", "spill",
-                 "backlog_upto", "end_reason", "closed", "p2p", "online_since")
+                 "user", "login_id", "state", "acked", "live_from", "unacked_ids", "unacked",
+                 "unacked_bytes", "limit", "limit_bytes", "pending", "backlog_upto",
+                 "end_reason", "closed", "p2p", "online_since", "txn", "later", "loader")
 
     def __init__(self, sock, address, network, login_deadline, config):
         self.sock = sock
@@ -71,246 +87,341 @@ class Session:
         self.user = None
         self.login_id = None
         self.state = NEW
-        self.pending = []      # (frame, record) held back while stored messages go out
-        self.pending_bytes = 0
-        self.spill = []        # message records arriving while the session closes
-        self.backlog_upto = None  # the last stored row queued for this session
+        self.acked = 0            # every id up to this one is acknowledged
+        self.live_from = None     # the first id this session may take live
+        self.unacked_ids = []     # ids taken live and not acknowledged, increasing
+        self.unacked = []         # their frames (none for those taken while CLOSING)
+        self.unacked_bytes = 0
+        self.limit = config.mailbox_limit
+        self.limit_bytes = config.mailbox_limit_bytes
+        self.pending = []         # frames held back while the backlog goes out
+        self.backlog_upto = 0     # the last backlog id queued for this session
         self.end_reason = None
-        self.closed = Event()  # set once its undelivered mail is handed to the store
-        self.p2p = None        # (host, port, cert fingerprint) the client takes links on
-        self.online_since = 0  # the presence event of this login
+        self.closed = Event()     # set once its end is handed to the store
+        self.p2p = None           # (host, port, cert fingerprint) the client takes links on
+        self.online_since = 0     # the presence event of this login
+        self.txn = None           # the transaction id of the command running
+        self.later = deque()      # [frame or None, Pending, build] of replies not yet sent
+        self.loader = None        # the greenlet sending its backlog, while it runs
 
-    def deliver(self, frame, record=None):
-        """Queue `frame` for this user. Never blocks and never fails.
-
-        `record` is the (recipient, sender, text, sent_at) row to store if the
-        frame cannot be written; None for frames that are not kept (broadcasts,
-        presence).
-        """
+    def deliver(self, frame, mid):
+        """Queue message `frame`, whose id is `mid`, for this user. Never
+        blocks and never fails: past the mailbox's limits the client is cut
+        off, and the id is kept for the session's end to record."""
+        ids = self.unacked_ids
+        size = len(frame)
+        if len(ids) >= self.limit or (self.unacked_bytes + size > self.limit_bytes and ids):
+            ids.append(mid)
+            if self.state is not CLOSING:
+                self.cut_off("mailbox full")
+            return
+        ids.append(mid)
+        self.unacked.append(frame)
+        self.unacked_bytes += size
         state = self.state
         if state is ONLINE:
-            if self.outbox.put(frame, record):
-                return
-            self.cut_off("mailbox full")
+            self.outbox.push(frame)
         elif state is LOADING:
-            outbox = self.outbox
-            if len(self.pending) < outbox.limit and \
-                    self.pending_bytes + len(frame) <= outbox.limit_bytes:
-                self.pending.append((frame, record))
-                self.pending_bytes += len(frame)
-                return
-            self.cut_off("mailbox full")
-        if record is not None:
-            self.spill.append(record)
+            self.pending.append(frame)
+
+    def notify(self, frame):
+        """Queue a notice's bytes (presence: not acknowledged, not kept),
+        within the mailbox's limits; past them the client is cut off."""
+        state = self.state
+        if state is ONLINE:
+            if not self.outbox.put(frame):
+                self.cut_off("mailbox full")
+        elif state is LOADING:
+            if len(self.pending) < self.limit:
+                self.pending.append(frame)
+            else:
+                self.cut_off("mailbox full")
+
+    def acknowledge(self, upto):
+        """The client has shown every message up to id `upto`: True if that
+        moves its cursor. An id it was never sent counts as the last it was."""
+        ids = self.unacked_ids
+        upto = min(upto, max(ids[-1] if ids else 0, self.backlog_upto))
+        if upto <= self.acked:
+            return False
+        self.acked = upto
+        if ids and ids[0] <= upto:
+            done = bisect.bisect_right(ids, upto)
+            frames_done = self.unacked[:done]
+            self.unacked_bytes -= sum(map(len, frames_done))
+            del ids[:done], self.unacked[:done]
+        return True
+
+    def unacknowledged(self):
+        """The ids this session took live and its client never acknowledged."""
+        return [mid for mid in self.unacked_ids if mid > self.acked]
 
     def send(self, frame):
         """Queue a control frame (a dict), whatever the mailbox's limits."""
         self.outbox.send(frame)
 
-    def take_pending(self):
-        """The deliveries held back so far, oldest first; the list starts anew."""
-        pending, self.pending, self.pending_bytes = self.pending, [], 0
-        return pending
+    def answer(self, frame):
+        """Send a reply (a dict) after those still waiting for the store."""
+        if self.later:
+            self.later.append([frame, None, None])
+        else:
+            self.outbox.send(frame)
+
+    def answer_later(self, pending, build):
+        """Send build(pending) once the store call `pending` is done, in
+        command order."""
+        entry = [None, pending, build]
+        self.later.append(entry)
+        pending.rawlink(self._store_answered)
+
+    def _store_answered(self, _pending):
+        later = self.later
+        while later:
+            frame, pending, build = later[0]
+            if frame is None:
+                if not pending.ready():
+                    return
+                frame = build(pending)
+            later.popleft()
+            self.outbox.send(frame)
+
+    def wait_answers(self, count, timeout):
+        """Wait until fewer than `count` replies wait for the store; False
+        if `timeout` seconds pass first."""
+        while len(self.later) >= count:
+            pending = next((entry[1] for entry in self.later if entry[0] is None), None)
+            if pending is None or not pending.wait(timeout):
+                return pending is None
+            gevent.sleep(0)         # its callback sends it
+        return True
 
     def cut_off(self, why):
         """End a session whose client does not keep up with its mail. One
         ending already for another reason keeps its way out (and its bye)."""
         self.state = CLOSING
         if self.end_reason is None:
-            log.warning("%s: %s (%d frames, %d bytes waiting), disconnecting slow reader",
-                        self.user, why, len(self.outbox) + len(self.pending),
-                        self.outbox.nbytes + self.pending_bytes)
+            log.warning("%s: %s (%d messages, %d bytes unacknowledged), disconnecting slow reader",
+                        self.user, why, len(self.unacked_ids), self.unacked_bytes)
             self.end_reason = "slow"
             shutdown(self.sock)
-
-    def undelivered(self, unsent):
-        """What this session took and never wrote: (the records of messages
-        to store, oldest first; the last stored row it did write, or None).
-
-        `unsent` comes from its closed outbox, then what was held back, then
-        what spilled. Its lists start anew.
-        """
-        taken = unsent + [r for _, r in self.pending if r is not None] + self.spill
-        self.pending, self.pending_bytes, self.spill = [], 0, []
-        records = [r for r in taken if r.__class__ is not Stored]
-        unwritten = [r.row for r in taken if r.__class__ is Stored]
-        written = min(unwritten) - 1 if unwritten else self.backlog_upto
-        return records, written
 
     def __repr__(self):
         return f"<Session {self.user or '-'} {self.address} {self.state.value}>"
 
 
-class Stored:
-    """The record of a backlog frame: its row, still in the store until written."""
-
-    __slots__ = ("row",)
-
-    def __init__(self, row):
-        self.row = row
-
-
 class Mailroom:
-    """Stored mail: whose turn it is to write it, backlogs going out, and
-    what is held in memory while the store refuses it."""
+    """Message ids, cursors, backlogs going out, sessions' ends recorded,
+    and retention: everything between a session and the message log."""
 
-    def __init__(self, store, config):
+    def __init__(self, store, config, clock):
         self.store = store
         self.config = config
-        self.turns = Turns()
-        self.held = {}            # user -> accepted records the store refused, oldest first
-        self._retrier = None
+        self.clock = clock
+        self.next_id = None       # the next id to hand out
+        self.reserved = 0         # every id up to this one is durably reserved
+        self._reserving = None    # the reservation of the next block, while it runs
+        self.cursors = {}         # user -> acked id, not yet written
+        self._cursors_due = Event()
+        self.unwritten = {}       # user -> the end_session arguments the store refused
+        self._greenlets = []
 
-    def turn(self, name):
-        """Hold `name`'s turn to write or read their stored mail."""
-        return self.turns.turn(name)
+    def start(self):
+        """Recover what a crash left open; reserve the first block of ids."""
+        closed = self.store.recover(self.clock())
+        if closed:
+            log.info("recovered %d session(s) left open by an earlier run", closed)
+        self.next_id = self.store.first_free_id()
+        self.reserved = self.next_id + ID_BLOCK - 1
+        self._wait(self.store.reserve_ids(self.reserved))
+        self._greenlets = [gevent.spawn(self._write_cursors), gevent.spawn(self._purge)]
 
-    def store_for(self, name, records):
-        """Store `records` (accepted, undelivered) for `name`, after whatever
-        is held for it; if the store fails, hold them all. Call in `name`'s
-        turn. True if nothing is held for `name` now."""
-        batch = self.held.pop(name, []) + records
-        if not batch:
-            return True
+    @staticmethod
+    def _wait(pending, timeout=60.0):
+        if not pending.wait(timeout):
+            raise StoreError("the store did not answer")
+        return pending.value()
+
+    # Ids --------------------------------------------------------------------
+
+    def new_id(self):
+        """The next message id; StoreError if none can be reserved. Waits
+        only when the block in use is spent before the next is reserved."""
+        if self.next_id > self.reserved - ID_BLOCK // 2 and self._reserving is None:
+            upto = self.reserved + ID_BLOCK
+            pending = self._reserving = self.store.reserve_ids(upto)
+            pending.rawlink(lambda done: self._reserved(done, upto))
+        while self.next_id > self.reserved:
+            pending = self._reserving
+            if pending is None:
+                raise StoreError("no message ids could be reserved")
+            self._wait(pending)
+        mid = self.next_id
+        self.next_id = mid + 1
+        return mid
+
+    def _reserved(self, pending, upto):
+        self._reserving = None
         try:
-            self.store.save_offline(batch)
-            return True
+            pending.value()
         except StoreError as exc:
-            if records:
-                log.error("%s: could not store %d undelivered message(s), holding %d in "
-                          "memory: %s", name, len(records), len(batch), exc)
-            self.held[name] = batch
-            if self._retrier is None:
-                self._retrier = gevent.spawn(self._retry_held)
-            return False
+            log.error("could not reserve message ids: %s", exc)
+            return
+        self.reserved = upto
 
-    def store_new(self, record):
-        """Store a message just sent to an offline user, within the quota.
-        Call in the recipient's turn. True if stored, False if the quota
-        refuses it; StoreError if the store fails (then nothing is kept)."""
-        self._store_held(record[0])
-        return self.store.store_message(record, self.config.offline_limit,
-                                        self.config.offline_limit_bytes)
+    # Acknowledgements -------------------------------------------------------
+
+    def acknowledged(self, session, upto):
+        """An ack frame: True if it moved the session's cursor."""
+        if not session.acknowledge(upto):
+            return False
+        self.cursors[session.user] = session.acked
+        self._cursors_due.set()
+        return True
+
+    def _write_cursors(self):
+        while True:
+            self._cursors_due.wait()
+            self._cursors_due.clear()
+            batch, self.cursors = self.cursors, {}
+            try:
+                self.store.write_cursors(batch)
+            except StoreError as exc:
+                log.error("could not record %d acknowledgement(s) (their messages may be "
+                          "shown again): %s", len(batch), exc)
+                for user, upto in batch.items():
+                    self.cursors[user] = max(upto, self.cursors.get(user, 0))
+                gevent.sleep(RETRY)
+                self._cursors_due.set()
+
+    # Sessions ---------------------------------------------------------------
 
     def open_session(self, name, now):
-        """Record a login and read the first page of its backlog, after
-        storing whatever is held for it; call in `name`'s turn. (login id,
-        rows); StoreError if the store cannot, so the login is refused."""
-        self._store_held(name)
+        """Record a login, after whatever the store refused of the user's
+        last session: (login id, acknowledged-up-to id); StoreError if the
+        store cannot, and the login is refused."""
+        if name in self.unwritten and not self._write_end(name):
+            raise StoreError(f"the end of {name}'s last session could not be recorded")
         return self.store.open_session(name, now)
 
-    def _store_held(self, name):
-        """Whatever is held for `name` goes to the store first: nothing newer
-        may overtake it. StoreError if it cannot."""
-        if name in self.held and not self.store_for(name, []):
-            raise StoreError(f"messages held in memory for {name} could not be stored")
-
-    def catch_up(self, session, backlog):
-        """Send a session that just logged in its stored messages (`backlog`,
-        their first page), then whatever arrived for it meanwhile, at the pace
-        its client reads them; then it is ONLINE, unless it ended first
-        (whatever it still held is then its end's to store)."""
+    def catch_up(self, session):
+        """Send a session that just came online what it has not
+        acknowledged, a page at a time as its client reads, then what
+        arrived meanwhile; then it is ONLINE, unless it ended first."""
+        name, outbox = session.user, session.outbox
+        after, before = session.acked, session.live_from
+        live_from = before
         try:
-            caught_up = self.send_backlog(session, backlog)
+            while True:
+                rows = self.store.backlog_page(name, after, before, live_from)
+                live_from = None
+                if not rows:
+                    break
+                session.backlog_upto = after = rows[-1][0]
+                if not self.feed(session, [
+                        encode(frames.message(sender, text, mid, sent_at, txn,
+                                              broadcast=bool(broadcast), offline=True))
+                        for mid, sender, text, sent_at, txn, broadcast in rows]):
+                    return
+                if session.end_reason is not None or not outbox.wait_written(FLUSH_TIMEOUT):
+                    session.cut_off("not reading its offline messages")
+                    return
         except StoreError as exc:
-            log.error("%s: could not read the stored messages: %s", session.user, exc)
+            log.error("%s: could not read the stored messages: %s", name, exc)
             session.cut_off("no stored messages to send")
             return
-        if caught_up:
-            while session.pending and self.feed(session, session.take_pending()):
-                pass
-            if session.state is LOADING:
-                session.state = ONLINE
-
-    def hand_over(self, session, unsent, went_offline):
-        """A session ends: in its user's turn, `went_offline()` takes the
-        user offline and what the session never wrote (`unsent`, from its
-        closed outbox, then what it held back or spilled) goes to the store.
-        A message sent to the now-offline user, and a new login's first read,
-        wait for the turn, so both come after these. A deleted account's are
-        dropped: a new account may take its name."""
-        name = session.user
-        with self.turn(name):
-            records, written = session.undelivered(unsent)
-            went_offline()
-            session.closed.set()
-            if session.end_reason == frames.REMOVED:
-                if records:
-                    log.info("%s: dropping %d undelivered message(s) of a deleted account",
-                             name, len(records))
+        while session.pending:
+            pending, session.pending = session.pending, []
+            if not self.feed(session, pending):
                 return
-            if written is not None:
-                # Stored messages written out leave the store; the rest stay.
-                try:
-                    self.store.remove_offline(name, written)
-                except StoreError as exc:
-                    log.error("%s: could not remove delivered messages (they may be shown "
-                              "again): %s", name, exc)
-            if records:
-                log.info("%s: storing %d undelivered message(s) as offline", name, len(records))
-                self.store_for(name, records)
-
-    def send_backlog(self, session, rows):
-        """Send the stored messages a page at a time; False if the session ends.
-
-        A page leaves the store only once it has been written (removed
-        with the next page's read), so a crash shows at most one page again.
-        If the store cannot remove pages (a full disk), they are read all the
-        same, removed later with a page that can be, or shown again at the
-        next login: at least once, and never a welcome followed by a drop.
-        """
-        name, outbox = session.user, session.outbox
-        while rows:
-            session.backlog_upto = rows[-1][0]
-            self.feed(session, [(encode(frames.message(sender, text, sent_at=sent_at)), Stored(row))
-                                for row, sender, text, sent_at in rows])
-            if session.end_reason is not None or not outbox.wait_written(FLUSH_TIMEOUT):
-                session.cut_off("not reading its offline messages")
-                return False
-            after = rows[-1][0]             # removes every page before it too
-            try:
-                rows = self.store.offline_page(name, after, after)
-            except StoreError as exc:
-                log.error("%s: could not remove delivered messages (they may be shown "
-                          "again): %s", name, exc)
-                rows = self.store.offline_page(name, after)
-        return True
+        if session.state is LOADING:
+            session.state = ONLINE
 
     @staticmethod
     def feed(session, items):
-        """Queue (frame, record) items without overrunning the mailbox.
-
-        A backlog may exceed the mailbox limit: it is queued as the client
-        reads. False if the client stops reading for FLUSH_TIMEOUT; then the
-        session is ending and the items not queued are back in
-        session.pending, ahead of anything newer, for its end to store.
-        """
+        """Queue frames without overrunning the outbox: a backlog may exceed
+        its limits, and goes out as the client reads. False if the client
+        stops reading for FLUSH_TIMEOUT (then the session is ending)."""
         outbox = session.outbox
-        for index, (frame, record) in enumerate(items):
-            while not outbox.put(frame, record):
+        for frame in items:
+            while not outbox.put(frame):
                 if session.end_reason is not None or \
                         not outbox.wait_room(len(frame), FLUSH_TIMEOUT):
-                    session.pending[:0] = items[index:]
                     session.cut_off("not reading its messages")
                     return False
         return True
 
-    def _retry_held(self):
+    def end_session(self, session, now):
+        """Record a session's end: its cursor, what it took and never
+        acknowledged, its logout. If the store refuses, kept and offered
+        again (the user's next login waits for it). A deleted account's
+        end records nothing: its name may become a new account's."""
+        name = session.user
+        self.cursors.pop(name, None)
+        if session.end_reason == frames.REMOVED:
+            return
+        self.unwritten[name] = (session.login_id, name, now, session.acked,
+                                session.unacknowledged())
+        if not self._write_end(name) and len(self._greenlets) < 3:
+            self._greenlets.append(gevent.spawn(self._retry_ends))
+
+    def _write_end(self, name):
+        """Write `name`'s unwritten end; True once nothing is left of it.
+        Two writers of the same end (a retry and a login) write the same."""
+        end = self.unwritten.get(name)
+        if end is None:
+            return True
         try:
-            while self.held:
-                gevent.sleep(HELD_RETRY)
-                for name in list(self.held):
-                    with self.turn(name):
-                        if self.store_for(name, []):
-                            log.info("%s: the messages held in memory are stored", name)
+            self.store.end_session(*end)
+        except StoreError as exc:
+            log.error("%s: could not record the end of the session (kept in memory, "
+                      "tried again): %s", name, exc)
+            return False
+        if self.unwritten.get(name) is end:
+            del self.unwritten[name]
+        return True
+
+    def _retry_ends(self):
+        try:
+            while self.unwritten:
+                gevent.sleep(RETRY)
+                for name in list(self.unwritten):
+                    if name in self.unwritten and self._write_end(name):
+                        log.info("%s: the end of the session is recorded", name)
         finally:
-            self._retrier = None
+            self._greenlets.remove(gevent.getcurrent())
+
+    def forget(self, name):
+        """A deleted account: nothing of it is written any more."""
+        self.cursors.pop(name, None)
+        self.unwritten.pop(name, None)
+
+    # Retention --------------------------------------------------------------
+
+    def _purge(self):
+        """Now and then, purge what is past retention, a small transaction
+        at a time: the store's thread does the work, the hub never waits."""
+        retention = self.config.retention * 86400.0
+        while True:
+            gevent.sleep(PURGE_EVERY)
+            after, done, purged = 0, False, 0
+            cutoff = self.clock() - retention
+            try:
+                while not done:
+                    after, deleted, done = self.store.purge(cutoff, after)
+                    purged += deleted
+                    gevent.sleep(PURGE_PAUSE)
+            except StoreError as exc:
+                log.error("retention: %s", exc)
+            if purged:
+                log.info("retention: purged %d message(s)", purged)
 
     def close(self):
-        """Stop retrying; one last try for what is held (lost if it fails)."""
-        if self._retrier is not None:
-            self._retrier.kill()
-        for name in list(self.held):
-            if not self.store_for(name, []):
-                log.error("%s: %d undelivered message(s) could not be stored and are lost",
-                          name, len(self.held[name]))
+        """Stop; one last try for what the store refused (lost if it fails)."""
+        gevent.killall(list(self._greenlets))
+        if self.cursors:
+            try:
+                self.store.write_cursors(self.cursors)
+            except StoreError as exc:
+                log.error("could not record the last acknowledgements: %s", exc)
+        for name in list(self.unwritten):
+            self._write_end(name)

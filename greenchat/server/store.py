@@ -51,16 +51,47 @@ GROUP_MAX = 256
 # crash, and a backlog never sits in memory whole.
 PAGE_ROWS = 256
 PAGE_CHARS = 1 << 20
+# A `history` answer holds at most this many characters of text, so its
+# reply stays well inside a mailbox's byte limit.
+HISTORY_CHARS = 1 << 20
+# Retention looks at this many messages a transaction.
+PURGE_ROWS = 500
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS offline (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    recipient TEXT NOT NULL,
+-- Every accepted message, once: a direct message names its recipient; a
+-- broadcast (recipient NULL) names only the users online then who did not
+-- get it (they block the sender). Ids are handed out by the server from
+-- blocks reserved in meta, so a crash skips ids but never reuses one.
+CREATE TABLE IF NOT EXISTS log (
+    id INTEGER PRIMARY KEY,
     sender TEXT NOT NULL,
+    recipient TEXT,
     body TEXT NOT NULL,
-    sent_at REAL NOT NULL
+    sent_at REAL NOT NULL,
+    txn TEXT,
+    skipped TEXT
 );
-CREATE INDEX IF NOT EXISTS offline_by_recipient ON offline (recipient, id);
+CREATE INDEX IF NOT EXISTS log_to ON log (recipient, id) WHERE recipient IS NOT NULL;
+CREATE INDEX IF NOT EXISTS log_pair ON log (sender, recipient, id);
+CREATE INDEX IF NOT EXISTS log_txn ON log (sender, txn) WHERE txn IS NOT NULL;
+-- Each user's acknowledged-up-to id, and while a session of theirs is open,
+-- the first id it took live (a crash's recovery finds its broadcasts from there).
+CREATE TABLE IF NOT EXISTS cursors (
+    user TEXT PRIMARY KEY,
+    acked INTEGER NOT NULL,
+    live_from INTEGER
+) WITHOUT ROWID;
+-- Broadcasts (and live messages) a session ended without acknowledging.
+CREATE TABLE IF NOT EXISTS inbox (
+    user TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    PRIMARY KEY (user, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS inbox_by_id ON inbox (id);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blocks (
     blocker TEXT NOT NULL,
     blocked TEXT NOT NULL,
@@ -83,26 +114,61 @@ CREATE TABLE IF NOT EXISTS accounts (
     name TEXT PRIMARY KEY,
     account_id TEXT NOT NULL
 ) WITHOUT ROWID;
--- What each recipient has stored, kept by triggers, for the offline quota.
+-- The direct messages each recipient has not acknowledged, for the offline
+-- quota: added to by a trigger, taken from as the cursor moves.
 CREATE TABLE IF NOT EXISTS mailboxes (
     recipient TEXT PRIMARY KEY,
     count INTEGER NOT NULL,
     bytes INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS mailbox_in AFTER INSERT ON offline BEGIN
+CREATE TRIGGER IF NOT EXISTS log_in AFTER INSERT ON log WHEN NEW.recipient IS NOT NULL BEGIN
     INSERT INTO mailboxes (recipient, count, bytes)
         VALUES (NEW.recipient, 1, LENGTH(CAST(NEW.body AS BLOB)))
         ON CONFLICT (recipient) DO UPDATE SET count = count + 1, bytes = bytes + excluded.bytes;
 END;
-CREATE TRIGGER IF NOT EXISTS mailbox_out AFTER DELETE ON offline BEGIN
-    UPDATE mailboxes SET count = count - 1, bytes = bytes - LENGTH(CAST(OLD.body AS BLOB))
-        WHERE recipient = OLD.recipient;
-    DELETE FROM mailboxes WHERE recipient = OLD.recipient AND count <= 0;
-END;
 """
-# PRAGMA user_version: 1 once the mailboxes table has been filled from the
-# offline messages a database held before it existed.
-SCHEMA_VERSION = 1
+# PRAGMA user_version: 2 once the message log holds what the table of
+# offline messages (versions 0 and 1) held.
+SCHEMA_VERSION = 2
+
+# The columns a message is read with: (id, sender, text, sent_at, txn, broadcast).
+_MESSAGE = "log.id, sender, body, sent_at, txn, recipient IS NULL"
+
+
+def _failure(path, exc):
+    """sqlite3's errors, and anything a value can raise on its way in (text
+    that is not UTF-8), as the one kind of failure callers see."""
+    if isinstance(exc, StoreError):
+        return exc
+    return StoreError(f"database {path}: {exc.__class__.__name__}: {exc}")
+
+
+class Pending:
+    """A store call running without its caller waiting: `rawlink(callback)`
+    runs callback(pending) in the hub once it is done; `value()` is then its
+    result, or raises StoreError."""
+
+    __slots__ = ("_result", "_path")
+
+    def __init__(self, result, path):
+        self._result = result
+        self._path = path
+
+    def ready(self):
+        return self._result.ready()
+
+    def rawlink(self, callback):
+        self._result.rawlink(lambda _: callback(self))
+
+    def wait(self, timeout):
+        """True once done, False if `timeout` seconds pass first."""
+        self._result.wait(timeout)
+        return self._result.ready()
+
+    def value(self):
+        if self._result.successful():
+            return self._result.value
+        raise _failure(self._path, self._result.exception)
 
 
 def _outcome(func, *args):
@@ -147,18 +213,31 @@ class Store:
         db.executescript(SCHEMA)
         if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             with db:
-                db.execute("DELETE FROM mailboxes")
-                db.execute("INSERT INTO mailboxes (recipient, count, bytes) "
-                           "SELECT recipient, COUNT(*), SUM(LENGTH(CAST(body AS BLOB))) "
-                           "FROM offline GROUP BY recipient")
+                self._migrate(db)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._db = db
+
+    @staticmethod
+    def _migrate(db):
+        """The offline messages of a database from before the log become
+        log rows, in their order, none acknowledged."""
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'offline'").fetchone():
+            db.execute("DROP TRIGGER IF EXISTS mailbox_in")
+            db.execute("DROP TRIGGER IF EXISTS mailbox_out")
+            db.execute("DELETE FROM mailboxes")
+            db.execute("INSERT INTO log (sender, recipient, body, sent_at) "
+                       "SELECT sender, recipient, body, sent_at FROM offline ORDER BY id")
+            db.execute("DROP TABLE offline")
+
+    def _enqueue(self, func, args, grouped):
+        result, given_up = AsyncResult(), [False]
+        self._jobs.put_nowait((func, args, result, grouped, given_up))
+        return result, given_up
 
     def _call(self, func, *args, grouped=False):
         """Run func(*args) in the store thread; with `grouped`, func(db, *args)
         inside a transaction shared with the calls queued beside it."""
-        result, given_up = AsyncResult(), [False]
-        self._jobs.put_nowait((func, args, result, grouped, given_up))
+        result, given_up = self._enqueue(func, args, grouped)
         try:
             return result.get(timeout=CALL_TIMEOUT)
         except gevent.Timeout:
@@ -168,9 +247,7 @@ class Store:
         except StoreError:
             raise
         except Exception as exc:
-            # sqlite3's errors, and anything a value can raise on its way in
-            # (text that is not UTF-8): the caller sees one kind of failure.
-            raise StoreError(f"database {self.path}: {exc.__class__.__name__}: {exc}") from exc
+            raise _failure(self.path, exc) from exc
 
     def _dispatch(self):
         jobs = self._jobs
@@ -264,70 +341,205 @@ class Store:
             self._dispatcher.join(timeout=CALL_TIMEOUT)
             self._pool.kill()
 
-    # Offline messages -------------------------------------------------------
+    # The message log ---------------------------------------------------------
 
-    def save_offline(self, messages):
-        """Store [(recipient, sender, text, sent_at)], whatever the quota:
-        messages already accepted, that could not be delivered. Durable on
-        return."""
-        if messages:
-            self._transaction(lambda db: db.executemany(
-                "INSERT INTO offline (recipient, sender, body, sent_at) VALUES (?, ?, ?, ?)",
-                messages))
+    def submit(self, func, *args):
+        """Run func(db, *args) in a grouped transaction without waiting:
+        a Pending, whose callbacks run once it has committed or failed."""
+        result, _ = self._enqueue(func, args, True)
+        return Pending(result, self.path)
 
-    def store_message(self, record, max_count, max_bytes):
-        """Store one (recipient, sender, text, sent_at) unless the recipient's
-        mailbox would then hold over `max_count` messages or `max_bytes`
-        bytes of text; True if stored (durable on return)."""
-        def store(db):
-            recipient, text = record[0], record[2]
-            count, size = db.execute(
-                "SELECT count, bytes FROM mailboxes WHERE recipient = ?",
-                (recipient,)).fetchone() or (0, 0)
-            if count + 1 > max_count or size + len(text.encode("utf-8")) > max_bytes:
+    def first_free_id(self):
+        """The lowest message id never handed out: past every id reserved
+        (handed out or not) and every id in the log."""
+        def first(db):
+            reserved = db.execute("SELECT value FROM meta WHERE key = 'reserved'").fetchone()
+            logged = db.execute("SELECT COALESCE(MAX(id), 0) FROM log").fetchone()[0]
+            return max(reserved[0] if reserved else 0, logged) + 1
+        return self._transaction(first)
+
+    def reserve_ids(self, upto):
+        """Durably reserve every id up to `upto`; a Pending."""
+        return self.submit(lambda db: db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('reserved', ?)", (upto,)))
+
+    def append(self, row, quota=None):
+        """Log one accepted message without waiting: a Pending of True, or of
+        False if `quota` (max messages, max bytes) is given and the
+        recipient's unacknowledged direct messages would then pass it.
+
+        `row` is (id, sender, recipient or None, text, sent_at, txn, skipped).
+        """
+        return self.submit(self._append, row, quota)
+
+    @staticmethod
+    def _append(db, row, quota):
+        if quota is not None:
+            count, size = db.execute("SELECT count, bytes FROM mailboxes WHERE recipient = ?",
+                                     (row[2],)).fetchone() or (0, 0)
+            if count + 1 > quota[0] or size + len(row[3].encode("utf-8")) > quota[1]:
                 return False
-            db.execute("INSERT INTO offline (recipient, sender, body, sent_at) "
-                       "VALUES (?, ?, ?, ?)", record)
-            return True
-        return self._transaction(store)
+        db.execute("INSERT INTO log (id, sender, recipient, body, sent_at, txn, skipped) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        return True
 
     def mailbox_size(self, recipient):
-        """(messages, bytes of text) stored for `recipient`."""
+        """(messages, bytes of text) sent to `recipient` and not acknowledged."""
         return self._transaction(lambda db: db.execute(
             "SELECT count, bytes FROM mailboxes WHERE recipient = ?",
             (recipient,)).fetchone() or (0, 0))
 
-    def remove_offline(self, recipient, upto):
-        """Remove recipient's stored messages up to row `upto` (written out)."""
-        self._transaction(lambda db: db.execute(
-            "DELETE FROM offline WHERE recipient = ? AND id <= ?", (recipient, upto)))
-
-    def offline_page(self, recipient, after=0, done_upto=None, rows=PAGE_ROWS,
+    def backlog_page(self, user, after, before, live_from=None, rows=PAGE_ROWS,
                      size=PAGE_CHARS):
-        """The next page of recipient's offline messages, oldest first.
-
-        Returns [(id, sender, text, sent_at)] with id > `after`: at most
-        `rows` rows and, past the first, at most `size` characters of text. In
-        the same transaction, first removes those with id <= `done_upto`
-        (the page the caller has finished with).
-        """
-        return self._transaction(self._page, recipient, after, done_upto, rows, size)
+        """The next page of what `user` has not acknowledged, oldest first:
+        [(id, sender, text, sent_at, txn, broadcast)] with `after` < id <
+        `before`, at most `rows` rows and, past the first, at most `size`
+        characters of text. With `live_from`, first records that the user's
+        session takes messages live from that id on."""
+        return self._transaction(self._backlog_page, user, after, before, live_from, rows, size)
 
     @staticmethod
-    def _page(db, recipient, after, done_upto, rows, size):
-        if done_upto is not None:
-            db.execute("DELETE FROM offline WHERE recipient = ? AND id <= ?",
-                       (recipient, done_upto))
+    def _backlog_page(db, user, after, before, live_from, rows, size):
+        if live_from is not None:
+            db.execute("INSERT INTO cursors (user, acked, live_from) VALUES (?, 0, ?) "
+                       "ON CONFLICT (user) DO UPDATE SET live_from = excluded.live_from",
+                       (user, live_from))
         found, total = [], 0
         for row in db.execute(
-                "SELECT id, sender, body, sent_at FROM offline "
-                "WHERE recipient = ? AND id > ? ORDER BY id LIMIT ?",
-                (recipient, after, rows)):
+                f"SELECT {_MESSAGE} FROM log WHERE recipient = ? AND id > ? AND id < ? "
+                f"UNION SELECT {_MESSAGE} FROM inbox JOIN log ON log.id = inbox.id "
+                "WHERE inbox.user = ? AND inbox.id > ? AND inbox.id < ? ORDER BY 1 LIMIT ?",
+                (user, after, before, user, after, before, rows)):
             total += len(row[2])
             if found and total > size:
                 break
             found.append(row)
         return found
+
+    def write_cursors(self, acked):
+        """Record each user's acknowledged-up-to id ({user: id}); a cursor
+        never moves back."""
+        if acked:
+            self._transaction(lambda db: [self._advance(db, user, upto)
+                                          for user, upto in acked.items()])
+
+    @staticmethod
+    def _advance(db, user, upto):
+        old = db.execute("SELECT acked FROM cursors WHERE user = ?", (user,)).fetchone()
+        old = old[0] if old else 0
+        if upto <= old:
+            return
+        db.execute("INSERT INTO cursors (user, acked) VALUES (?, ?) "
+                   "ON CONFLICT (user) DO UPDATE SET acked = excluded.acked", (user, upto))
+        count, size = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(body AS BLOB))), 0) FROM log "
+            "WHERE recipient = ? AND id > ? AND id <= ?", (user, old, upto)).fetchone()
+        if count:
+            db.execute("UPDATE mailboxes SET count = count - ?, bytes = bytes - ? "
+                       "WHERE recipient = ?", (count, size, user))
+            db.execute("DELETE FROM mailboxes WHERE recipient = ? AND count <= 0", (user,))
+        db.execute("DELETE FROM inbox WHERE user = ? AND id <= ?", (user, upto))
+
+    def end_session(self, login_id, user, at, acked, unacked):
+        """A session is over: its cursor, the ids it took and never
+        acknowledged (kept for the user's next session), its logout time;
+        one transaction."""
+        def end(db):
+            self._advance(db, user, acked)
+            db.executemany("INSERT OR IGNORE INTO inbox (user, id) VALUES (?, ?)",
+                           [(user, mid) for mid in unacked if mid > acked])
+            db.execute("UPDATE cursors SET live_from = NULL WHERE user = ?", (user,))
+            if login_id is not None:
+                db.execute("UPDATE logins SET logout_at = ? WHERE id = ?", (at, login_id))
+        self._transaction(end)
+
+    def recover(self, at):
+        """After a crash: every session left open gets, in its inbox, the
+        broadcasts it took live and never acknowledged; its login is closed.
+        Returns how many logins were closed."""
+        def recover(db):
+            open_users = [user for (user,) in db.execute(
+                "SELECT DISTINCT user FROM logins WHERE logout_at IS NULL")]
+            starts = {}
+            for user in open_users:
+                row = db.execute("SELECT acked, live_from FROM cursors WHERE user = ?",
+                                 (user,)).fetchone()
+                if row is not None and row[1] is not None:
+                    starts[user] = max(row[0] + 1, row[1])
+            if starts:
+                found = []
+                for mid, sender, skipped in db.execute(
+                        "SELECT id, sender, skipped FROM log WHERE id >= ? AND recipient IS NULL "
+                        "ORDER BY id", (min(starts.values()),)):
+                    left_out = set(skipped.split()) if skipped else ()
+                    found.extend((user, mid) for user, start in starts.items()
+                                 if mid >= start and user != sender and user not in left_out)
+                db.executemany("INSERT OR IGNORE INTO inbox (user, id) VALUES (?, ?)", found)
+            db.execute("UPDATE cursors SET live_from = NULL WHERE live_from IS NOT NULL")
+            return db.execute("UPDATE logins SET logout_at = ? WHERE logout_at IS NULL",
+                              (at,)).rowcount
+        return self._transaction(recover)
+
+    def find_txn(self, sender, txn):
+        """True if the log holds a message `sender` sent with transaction id `txn`."""
+        return self._transaction(lambda db: db.execute(
+            "SELECT 1 FROM log WHERE sender = ? AND txn = ?", (sender, txn)).fetchone()
+            is not None)
+
+    def history(self, one, other, count, size=HISTORY_CHARS):
+        """The last `count` direct messages between `one` and `other`, both
+        ways, oldest first: [(id, sender, recipient, text, sent_at)], at most
+        `size` characters of text (the newest kept)."""
+        def read(db):
+            found, total = [], 0
+            for row in db.execute(
+                    "SELECT id, sender, recipient, body, sent_at FROM log "
+                    "WHERE sender = ? AND recipient = ? "
+                    "UNION ALL SELECT id, sender, recipient, body, sent_at FROM log "
+                    "WHERE sender = ? AND recipient = ? ORDER BY 1 DESC LIMIT ?",
+                    (one, other, other, one, count)):
+                total += len(row[3])
+                if found and total > size:
+                    break
+                found.append(row)
+            found.reverse()
+            return found
+        return self._transaction(read)
+
+    def purge(self, cutoff, after, rows=PURGE_ROWS):
+        """Delete what retention no longer keeps among the `rows` messages
+        after id `after`: sent before `cutoff` and acknowledged by every
+        recipient. Returns (last id looked at, rows deleted, True once it met
+        a message sent at or after `cutoff` or the end of the log)."""
+        def purge(db):
+            # Broadcasts past an open session's cursor may be its to recover.
+            floor = db.execute("SELECT MIN(acked) FROM cursors WHERE live_from IS NOT NULL"
+                               ).fetchone()[0]
+            acked, gone, last = {}, [], after
+            batch = db.execute("SELECT id, recipient, sent_at FROM log WHERE id > ? "
+                               "ORDER BY id LIMIT ?", (after, rows)).fetchall()
+            for mid, recipient, sent_at in batch:
+                if sent_at >= cutoff:
+                    break
+                last = mid
+                if recipient is not None:
+                    if recipient not in acked:
+                        row = db.execute("SELECT acked FROM cursors WHERE user = ?",
+                                         (recipient,)).fetchone()
+                        acked[recipient] = row[0] if row else 0
+                    done = mid <= acked[recipient]
+                else:
+                    done = (floor is None or mid <= floor) and db.execute(
+                        "SELECT 1 FROM inbox WHERE id = ?", (mid,)).fetchone() is None
+                if done:
+                    gone.append((mid,))
+            else:
+                if len(batch) == rows:
+                    db.executemany("DELETE FROM log WHERE id = ?", gone)
+                    return last, len(gone), False
+            db.executemany("DELETE FROM log WHERE id = ?", gone)
+            return last, len(gone), True
+        return self._transaction(purge)
 
     # Blocks -----------------------------------------------------------------
 
@@ -347,22 +559,17 @@ class Store:
     # Login history ----------------------------------------------------------
 
     def open_session(self, user, at):
-        """Record a login and read the first page of the user's offline
-        messages (see offline_page), in one transaction: (login id, rows)."""
+        """Record a login: (login id, the user's acknowledged-up-to id)."""
         def open_(db):
             login_id = db.execute(
                 "INSERT INTO logins (user, login_at) VALUES (?, ?)", (user, at)).lastrowid
-            return login_id, self._page(db, user, 0, None, PAGE_ROWS, PAGE_CHARS)
+            row = db.execute("SELECT acked FROM cursors WHERE user = ?", (user,)).fetchone()
+            return login_id, row[0] if row else 0
         return self._transaction(open_)
 
     def record_logout(self, login_id, at):
         self._transaction(lambda db: db.execute(
             "UPDATE logins SET logout_at = ? WHERE id = ?", (at, login_id)))
-
-    def close_open_logins(self, at):
-        """Close logins left open by a server that died; return how many."""
-        return self._transaction(lambda db: db.execute(
-            "UPDATE logins SET logout_at = ? WHERE logout_at IS NULL", (at,)).rowcount)
 
     def last_logouts(self):
         """{user: time of that user's latest logout}."""
@@ -392,10 +599,13 @@ class Store:
 
     @staticmethod
     def _forget(db, name):
-        """Everything kept under `name`: its mail, its blocks both ways, its
-        login history, its lock, its id. Messages it sent to others stay:
-        they are the recipients' now."""
-        db.execute("DELETE FROM offline WHERE recipient = ?", (name,))
+        """Everything kept under `name`: its mail, its cursor, its blocks both
+        ways, its login history, its lock, its id. Messages it sent to others
+        stay: they are the recipients' now."""
+        db.execute("DELETE FROM log WHERE recipient = ?", (name,))
+        db.execute("DELETE FROM inbox WHERE user = ?", (name,))
+        db.execute("DELETE FROM cursors WHERE user = ?", (name,))
+        db.execute("DELETE FROM mailboxes WHERE recipient = ?", (name,))
         db.execute("DELETE FROM blocks WHERE blocker = ? OR blocked = ?", (name, name))
         db.execute("DELETE FROM logins WHERE user = ?", (name,))
         db.execute("DELETE FROM locks WHERE user = ?", (name,))
