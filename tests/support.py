@@ -146,7 +146,9 @@ class Agent:
     """One simulated user: a reader greenlet records every frame with the
     time it arrived; commands wait (bounded) for their replies. Like the
     real client it acknowledges the messages it reads, once a read (unless
-    `acks` is False: a client that reads and never acknowledges)."""
+    `acks` is False: a client that reads and never acknowledges), and drops
+    a message whose id it has recorded already, over all its sessions (into
+    `repeats`: a new Agent is a client started afresh)."""
 
     def __init__(self, name, address, tls_context=None, acks=True):
         self.name = name
@@ -154,6 +156,8 @@ class Agent:
         self.tls_context = tls_context
         self.acks = acks
         self.acked = 0            # the last id acknowledged
+        self.last_id = 0          # the last message id recorded; a repeat goes to `repeats`
+        self.repeats = []
         self._sending = Semaphore()
         self.stream = []          # (arrival time, frame) over every session
         self.lines = {}           # command id -> line
@@ -179,9 +183,14 @@ class Agent:
                 now = time.monotonic()
                 upto = self.acked
                 for frame in batch:
-                    self.stream.append((now, frame))
                     if frame["type"] == "message" and type(frame.get("id")) is int:
                         upto = max(upto, frame["id"])
+                        if frame["id"] <= self.last_id:
+                            # Shown already: the client drops it, and so do we.
+                            self.repeats.append(frame)
+                            continue
+                        self.last_id = frame["id"]
+                    self.stream.append((now, frame))
                     kind = frame["type"]
                     if kind == "reply":
                         waiter = self._waiters.pop(frame.get("id"), None)
