@@ -31,10 +31,15 @@ line of defence is for bugs, not frames: an exception nobody expected in a
 greenlet of the client is logged with its traceback and ends the session
 through the same `finally` that gives the terminal back.
 
+Every command carries a `txn`, this process's transaction id for it (a
+random prefix and a counter); `awaited_txn` is the one of the command whose
+reply is awaited, for a resend after a reconnect.
+
 Private links are links.py's; their protocol is peer.py's.
 """
 
 import logging
+import secrets
 import signal
 import sys
 from contextlib import contextmanager
@@ -83,6 +88,11 @@ class Client:
                                   self._last_line, self._opened)
         self.names = Completer(self.links)
         self._asked = None       # the spec of the command whose answer is awaited
+        # Transaction ids: unique in this process, unlike the request ids.
+        self._txn_prefix = secrets.token_urlsafe(6)
+        self._txn_count = 0
+        self.awaited_txn = None  # the txn (and line) of the command whose reply is awaited
+        self.awaited_line = None
         self._on = {"message": self._on_message, "presence": self._on_presence,
                     "reply": self._on_reply, "private_offer": self._on_offer,
                     "private_stop": self._on_private_stop, "bye": self._on_end,
@@ -333,6 +343,8 @@ class Client:
                 self.names.saw(line)
         for line in lines:
             self.console.show(line)
+        if request_id is not None and request_id == self._next_id:
+            self.awaited_txn = self.awaited_line = None
         offer = frame.get("private")
         if isinstance(offer, dict) and frames.string_or_none(offer, "user") is not None:
             # The keyboard waits until the link is up or failed.
@@ -390,9 +402,11 @@ class Client:
     def _send_command(self, line, spec=None):
         """Send a typed line (its spec, if it parsed) as the next command."""
         self._next_id += 1
+        self._txn_count += 1
         self.answered.clear()
         self._asked = spec        # the keyboard waits for each reply in turn
-        self.conn.send(frames.command(self._next_id, line))
+        self.awaited_txn, self.awaited_line = f"{self._txn_prefix}.{self._txn_count}", line
+        self.conn.send(frames.command(self._next_id, line, txn=self.awaited_txn))
 
     def _request_logout(self):
         try:
