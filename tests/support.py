@@ -377,7 +377,8 @@ class FakeServer:
     A call starts one on a free port and returns its address. Each of hello,
     username, password and command maps to a function of the client's frame
     that returns what to send back, frames (dicts) or raw bytes: by default
-    a hello, the password asked for, hans let in, and normal_answer."""
+    a hello, the password asked for, hans let in, and normal_answer; an ack
+    is answered with nothing."""
 
     def __init__(self):
         self.servers = []
@@ -386,7 +387,8 @@ class FakeServer:
         answers = dict(hello=lambda frame: [frames.server_hello("fake")],
                        username=lambda frame: [frames.login(frames.ASK_PASSWORD)],
                        password=lambda frame: [welcome()],
-                       command=normal_answer)
+                       command=normal_answer,
+                       ack=lambda frame: [])
         answers.update(steps)
 
         def handle(sock, _address):

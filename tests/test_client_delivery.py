@@ -1,6 +1,11 @@
-"""Commands from the client: the real client, piped, against a fake server
-in this process (support.FakeServer). Every command carries a transaction id
-of its own.
+"""Acknowledged delivery, the client's part: the real client, piped, against
+a fake server in this process (support.FakeServer).
+
+A message is shown once: one whose id is not above the highest shown, or
+whose (sender, txn) was shown already, is dropped. What is shown is
+acknowledged with cumulative `ack` frames, batched: at once on the 64th
+message, else 100 ms after the first. Every command carries a transaction
+id of its own.
 """
 
 import time
@@ -8,6 +13,7 @@ import time
 import gevent
 
 from greenchat import frames, texts
+from greenchat.client import client as client_module
 
 from support import User, wait_until
 
@@ -66,6 +72,132 @@ def run(user, line):
 def after_welcome(user):
     lines = user.screen.lines
     return lines[lines.index(texts.WELCOME) + 1:]
+
+
+# Duplicates -------------------------------------------------------------------
+
+def test_a_message_whose_id_is_not_above_the_last_shown_is_dropped(fake_server):
+    script = Script(fake_server, {
+        "go": [message(1, "one"), message(2, "two"), message(2, "two again"),
+               message(1, "one again"), frames.message("yoda", "no id"),
+               frames.message("yoda", "no id"), message(3, "three")],
+        "again": [message(3, "three again"), message(4, "four")],
+    })
+    user = hans(script)
+    run(user, "go")
+    run(user, "again")
+    assert after_welcome(user) == ["yoda: one", "yoda: two", "yoda: no id", "yoda: no id",
+                                   "yoda: three", "done go", "yoda: four", "done again"]
+    assert user.client.last_id == 4
+    assert user.quit() == 0
+
+
+def test_a_message_whose_sender_and_txn_were_shown_is_dropped(fake_server):
+    script = Script(fake_server, {
+        "go": [message(1, "a", txn="t1"), message(2, "a resent", txn="t1"),
+               message(3, "b", sender="luke", txn="t1"), message(4, "c", txn="t2"),
+               frames.message("yoda", "c resent", txn="t2"),
+               # A txn that is no string counts as none.
+               {**message(5, "d"), "txn": 5}, {**message(6, "d"), "txn": 5}],
+    })
+    user = hans(script)
+    run(user, "go")
+    assert after_welcome(user) == ["yoda: a", "luke: b", "yoda: c", "yoda: d", "yoda: d",
+                                   "done go"]
+    assert user.client.last_id == 6
+    assert ("yoda", "t1") in user.client.shown_txns
+    assert user.quit() == 0
+
+
+def test_the_record_of_txns_shown_is_bounded(fake_server, monkeypatch):
+    monkeypatch.setattr(client_module, "TXN_MEMORY", 2)
+    script = Script(fake_server, {
+        "go": [message(1, "a", txn="t1"), message(2, "b", txn="t2"), message(3, "c", txn="t3"),
+               message(4, "a again", txn="t1"), message(5, "c again", txn="t3")],
+    })
+    user = hans(script)
+    run(user, "go")
+    # t1 was forgotten when t3 came; t3 is still remembered.
+    assert after_welcome(user) == ["yoda: a", "yoda: b", "yoda: c", "yoda: a again", "done go"]
+    assert len(user.client.shown_txns) == 2
+    assert user.quit() == 0
+
+
+# Acknowledgements -------------------------------------------------------------
+
+def test_the_64th_message_is_acknowledged_at_once_for_all(fake_server, monkeypatch):
+    monkeypatch.setattr(client_module, "ACK_DELAY", 30.0)     # only the count can send it
+    script = Script(fake_server, {"go": [message(100 + i, f"m{i}") for i in range(1, 65)]})
+    user = hans(script)
+    run(user, "go")
+    wait_until(script.acks, lambda: f"no ack: {script.received}")
+    gevent.sleep(0.3)
+    assert script.uptos() == [164]
+    assert script.acks()[0][0] - script.answered_at["go"] < 5
+    assert user.quit() == 0
+
+
+def test_one_message_is_acknowledged_about_100_ms_later(fake_server):
+    script = Script(fake_server, {"go": [message(7, "hello")]})
+    user = hans(script)
+    run(user, "go")
+    wait_until(script.acks, lambda: f"no ack: {script.received}")
+    waited = script.acks()[0][0] - script.answered_at["go"]
+    assert client_module.ACK_DELAY <= waited < 0.6, waited
+    assert script.uptos() == [7]
+    assert user.quit() == 0
+
+
+def test_a_burst_is_acknowledged_once(fake_server):
+    script = Script(fake_server, {"go": [message(i, f"m{i}") for i in range(1, 11)]})
+    user = hans(script)
+    run(user, "go")
+    wait_until(script.acks, lambda: f"no ack: {script.received}")
+    gevent.sleep(0.4)
+    assert len(script.uptos()) <= 2 and script.uptos()[-1] == 10, script.uptos()
+    assert user.quit() == 0
+
+
+def test_messages_without_an_id_are_not_acknowledged_and_duplicates_are(fake_server):
+    script = Script(fake_server, {
+        "plain": [frames.message("yoda", f"no id {i}") for i in range(3)],
+        "first": [message(5, "five")],
+        "resent": [message(5, "five again"), message(3, "three again")],
+    })
+    user = hans(script)
+    run(user, "plain")
+    gevent.sleep(0.3)
+    assert script.acks() == []
+    run(user, "first")
+    wait_until(script.acks, lambda: f"no ack: {script.received}")
+    # The server sent them again: it missed the ack, which goes again.
+    run(user, "resent")
+    wait_until(lambda: len(script.acks()) == 2, lambda: script.uptos())
+    assert script.uptos() == [5, 5]
+    assert [line for line in user.screen.lines if line.startswith("yoda: five")] == ["yoda: five"]
+    assert user.quit() == 0
+
+
+def test_logging_out_acknowledges_what_was_shown_first(fake_server, monkeypatch):
+    monkeypatch.setattr(client_module, "ACK_DELAY", 30.0)
+    script = Script(fake_server, {"go": [message(9, "last words")]})
+    user = hans(script)
+    run(user, "go")
+    assert script.acks() == []
+    assert user.quit() == 0
+    kinds = [(f["type"], f.get("upto", f.get("line"))) for _, f in script.received]
+    assert kinds[-2:] == [("ack", 9), ("command", "logout")]
+
+
+def test_no_ack_timer_outlives_the_session(fake_server):
+    script = Script(fake_server, {"go": [message(1, "bye now"),
+                                         frames.bye(frames.SHUTDOWN, "going down")]})
+    user = hans(script)
+    user.type("go")
+    assert user.greenlet.get(timeout=5) == 1
+    assert "yoda: bye now" in user.screen.lines
+    assert len(user.client._ackers) == 0
+    user.quit()
 
 
 # Transaction ids --------------------------------------------------------------

@@ -35,6 +35,14 @@ Every command carries a `txn`, this process's transaction id for it (a
 random prefix and a counter); `awaited_txn` is the one of the command whose
 reply is awaited, for a resend after a reconnect.
 
+Delivery is acknowledged: once message frames are shown, `ack` frames tell
+the server the highest message id handled (`last_id`), cumulatively and
+batched (ACK_DELAY after the first unacknowledged message, or at once on the
+ACK_EVERY-th). A message is shown once: one whose id is not above `last_id`,
+or whose (sender, txn) pair is among the last TXN_MEMORY shown, is dropped
+(and acknowledged: the server sent it again for want of an ack). Both
+records are the Client's, not a connection's, so they will outlive one.
+
 Private links are links.py's; their protocol is peer.py's.
 """
 
@@ -42,10 +50,12 @@ import logging
 import secrets
 import signal
 import sys
+from collections import deque
 from contextlib import contextmanager
 
 import gevent
 from gevent.event import AsyncResult, Event
+from gevent.pool import Group
 
 from greenchat import __version__, commands, frames, texts, tls
 from greenchat.client import peer
@@ -68,6 +78,12 @@ REPLY_WAIT = 30.0
 # `whoelse` of 10,000 names of 21 characters is 240 KB). Peer links keep
 # config.max_frame.
 SERVER_MAX_FRAME = 16 * 1024 * 1024
+# Acknowledgements: at most this long after the first message not yet
+# acknowledged, or at once when this many are waiting.
+ACK_DELAY = 0.1
+ACK_EVERY = 64
+# How many (sender, txn) pairs of messages shown are remembered.
+TXN_MEMORY = 4096
 
 
 class Client:
@@ -93,6 +109,13 @@ class Client:
         self._txn_count = 0
         self.awaited_txn = None  # the txn (and line) of the command whose reply is awaited
         self.awaited_line = None
+        # Delivery: kept for the whole process, across connections.
+        self.last_id = None      # the highest message id shown (or dropped as shown already)
+        self.shown_txns = set()  # (sender, txn) of the last TXN_MEMORY messages shown
+        self._txn_order = deque()
+        self._unacked = 0        # messages handled since the last ack
+        self._ack_timer = None   # the timer greenlet of the next ack, until it starts
+        self._ackers = Group()   # every ack greenlet alive: none outlives the session
         self._on = {"message": self._on_message, "presence": self._on_presence,
                     "reply": self._on_reply, "private_offer": self._on_offer,
                     "private_stop": self._on_private_stop, "bye": self._on_end,
@@ -240,6 +263,8 @@ class Client:
                 handler.cancel()
             keyboard.kill()
             receiver.kill()
+            self._ack_timer = None
+            self._ackers.kill(timeout=1)
             self.links.close_all()
             console.stop_editing()
 
@@ -300,11 +325,65 @@ class Client:
         return handler(frame)
 
     def _on_message(self, frame):
+        msg_id = frames.integer_or_none(frame.get("id"))
+        if msg_id is not None and msg_id < 0:
+            msg_id = None           # an ack cannot name it
+        if msg_id is not None and self.last_id is not None and msg_id <= self.last_id:
+            self._handled()         # shown already: the server missed our ack
+            return
         text, sender = frames.string_or_none(frame, "text"), frames.string_or_none(frame, "from")
-        if text is not None:
+        txn = frames.string_or_none(frame, "txn")
+        if msg_id is not None:
+            self.last_id = msg_id
+        if text is not None and not (txn is not None and (sender, txn) in self.shown_txns):
             self.names.saw(sender)
             self.console.show(texts.message_line("?" if sender is None else sender, text),
                               "self" if self.user and self.user in text else None)
+            if txn is not None:
+                self._remember_txn(sender, txn)
+        if msg_id is not None:
+            # Acknowledged even if not shown: a duplicate, or a frame with
+            # no text, would only come again.
+            self._handled()
+
+    def _remember_txn(self, sender, txn):
+        key = (sender, txn)
+        self.shown_txns.add(key)
+        self._txn_order.append(key)
+        if len(self._txn_order) > TXN_MEMORY:
+            self.shown_txns.discard(self._txn_order.popleft())
+
+    # Acknowledgements -------------------------------------------------------
+
+    def _handled(self):
+        """A message with an id was handled: acknowledge it, batched."""
+        self._unacked += 1
+        if self._unacked >= ACK_EVERY:
+            self._flush_ack()
+        elif self._ack_timer is None:
+            self._ack_timer = gevent.spawn_later(ACK_DELAY, self._ack_later)
+            self._ackers.add(self._ack_timer)
+
+    def _ack_later(self):
+        self._ack_timer = None      # from here on only the session's end kills it
+        with self._last_line("acknowledging messages"):
+            try:
+                self._send_ack()
+            except GreenchatError as exc:
+                log.debug("ack failed: %s", exc)
+                self._lost()
+
+    def _flush_ack(self):
+        """Acknowledge now whatever is waiting (raises GreenchatError)."""
+        timer, self._ack_timer = self._ack_timer, None
+        if timer is not None:
+            timer.kill(block=False)     # not started: it has sent nothing
+        self._send_ack()
+
+    def _send_ack(self):
+        if self._unacked and self.last_id is not None:
+            self._unacked = 0
+            self.conn.send(frames.ack(self.last_id))
 
     def _on_presence(self, frame):
         user, online = frames.string_or_none(frame, "user"), frame.get("online")
@@ -410,6 +489,8 @@ class Client:
 
     def _request_logout(self):
         try:
+            # What was shown is acknowledged first, or it would come again.
+            self._flush_ack()
             self._send_command("logout", commands.LOGOUT)
         except GreenchatError:
             self._finish(1)
