@@ -5,17 +5,24 @@ A message is shown once: one whose id is not above the highest shown, or
 whose (sender, txn) was shown already, is dropped. What is shown is
 acknowledged with cumulative `ack` frames, batched: at once on the 64th
 message, else 100 ms after the first. Every command carries a transaction
-id of its own.
+id of its own. A `history` answer is shown one message a line, stamped in
+local time, its malformed entries skipped.
 """
 
+import os
 import time
 
 import gevent
+import pytest
 
 from greenchat import frames, texts
 from greenchat.client import client as client_module
+from greenchat.client.client import Client
+from greenchat.client.console import Console
+from greenchat.client.lineedit import Completer
+from greenchat.config import ClientConfig
 
-from support import User, wait_until
+from support import Screen, User, wait_until
 
 SENT_AT = 1795480000.5       # 2026-11-24 00:26:40.5 UTC
 
@@ -223,3 +230,117 @@ def test_every_command_carries_a_txn_of_its_own(fake_server):
     # The other process counts from 1 again: its prefix tells them apart.
     prefixes = {txn.rsplit(".", 1)[0] for txn in txns}
     assert len(prefixes) == 2
+
+
+# history ----------------------------------------------------------------------
+
+@pytest.fixture
+def india_time():
+    """Local time 5:30 ahead of UTC, so UTC cannot pass for it."""
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = "IST-5:30"
+    time.tzset()
+    yield
+    if saved is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = saved
+    time.tzset()
+
+
+def history_reply(frame, entries):
+    return frames.reply(frame["id"], [], extra={"history": entries})
+
+
+def history_server(fake_server, entries):
+    def command(frame):
+        if frame["line"] == "logout":
+            return [frames.bye(frames.LOGOUT, texts.GOODBYE)]
+        if frame["line"] == "history yoda":
+            return [history_reply(frame, entries)]
+        return [frames.reply(frame["id"], ["done"])]
+    return fake_server(command=command)
+
+
+def test_history_is_shown_in_local_time_and_escaped(fake_server, india_time):
+    entries = [frames.history_entry(1, "yoda", "hans", "first", SENT_AT),
+               frames.history_entry(2, "hans", "yoda", "a\x1b[2Jb", 1795490000),
+               frames.history_entry(3, "yoda", "hans", "last", SENT_AT + 86400)]
+    user = User("hans", history_server(fake_server, entries), history=False)
+    user.type("history yoda")
+    user.type("whoelse")
+    user.expect("done")
+    assert after_welcome(user) == ["[2026-11-24 05:56] yoda: first",
+                                   "[2026-11-24 08:43] hans: a^[[2Jb",
+                                   "[2026-11-25 05:56] yoda: last", "done"]
+    assert user.quit() == 0
+
+
+def test_malformed_history_entries_are_skipped(fake_server, india_time):
+    good = frames.history_entry(1, "yoda", "hans", "good", SENT_AT)
+    entries = ["junk", 5, None, [good], {**good, "from": 5}, {**good, "text": ["x"]},
+               {**good, "sent_at": "1795480000"}, {**good, "sent_at": True},
+               {**good, "sent_at": None}, {**good, "sent_at": 1e300},
+               {k: v for k, v in good.items() if k != "from"},
+               {**good, "text": "still good", "to": ["hans"], "id": "x"}, good]
+    user = User("hans", history_server(fake_server, entries), history=False)
+    user.type("history yoda")
+    user.type("whoelse")
+    user.expect("done")
+    assert after_welcome(user) == ["[2026-11-24 05:56] yoda: still good",
+                                   "[2026-11-24 05:56] yoda: good", "done"]
+    assert user.quit() == 0
+
+
+@pytest.mark.parametrize("history", [{"a": 1}, "x", 5])
+def test_a_history_member_that_is_no_list_shows_nothing(fake_server, history):
+    user = User("hans", history_server(fake_server, history), history=False)
+    user.type("history yoda")
+    user.type("whoelse")
+    user.expect("done")
+    assert after_welcome(user) == ["done"]
+    assert user.quit() == 0
+
+
+def test_no_history_and_errors_are_plain_lines(fake_server):
+    def command(frame):
+        if frame["line"] == "logout":
+            return [frames.bye(frames.LOGOUT, texts.GOODBYE)]
+        if frame["line"] == "history yoda":
+            return [frames.reply(frame["id"], [texts.no_history("yoda")])]
+        return [frames.failure(frame["id"], texts.INVALID_USER)]
+    user = User("hans", fake_server(command=command), history=False)
+    user.type("history yoda")
+    user.expect(texts.no_history("yoda"))
+    user.type("history nobody")
+    user.expect(texts.INVALID_USER)
+    assert after_welcome(user) == ["No messages with yoda", texts.INVALID_USER]
+    assert user.quit() == 0
+
+
+class NoLinks:
+    def names(self):
+        return set()
+
+
+def test_tab_completes_a_user_name_after_history_and_nothing_after_that():
+    names = Completer(NoLinks())
+    names.me = "hans"
+    for name in ("yoda", "hans"):
+        names.saw(name)
+    assert "history" in names([])
+    assert names(["history"]) == {"yoda"}
+    assert names(["history", "yoda"]) == ()
+    assert names(["history", "yoda", "5"]) == ()
+
+
+def test_help_lists_history_in_line_with_the_rest():
+    screen = Screen()
+    client = Client(ClientConfig(host="127.0.0.1", port=1),
+                    Console(os.open(os.devnull, os.O_RDONLY), screen))
+    client.cmd_help()
+    shown = [line for line in screen.lines if line.startswith("history ")]
+    assert len(shown) == 1 and shown[0].startswith("history USER [N]  ")
+    assert shown[0].endswith("show your last N messages with USER (default 20, at most 500)")
+    columns = {len(line) - len(line.split("  ")[-1].lstrip()) for line in screen.lines}
+    assert len(columns) == 1, screen.lines

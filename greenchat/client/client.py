@@ -43,6 +43,8 @@ or whose (sender, txn) pair is among the last TXN_MEMORY shown, is dropped
 (and acknowledged: the server sent it again for want of an ack). Both
 records are the Client's, not a connection's, so they will outlive one.
 
+A `history` answer is shown a message a line, stamped in local time.
+
 Private links are links.py's; their protocol is peer.py's.
 """
 
@@ -50,6 +52,7 @@ import logging
 import secrets
 import signal
 import sys
+import time
 from collections import deque
 from contextlib import contextmanager
 
@@ -422,6 +425,9 @@ class Client:
                 self.names.saw(line)
         for line in lines:
             self.console.show(line)
+        history = frame.get("history")
+        if isinstance(history, list):
+            self._show_history(history)
         if request_id is not None and request_id == self._next_id:
             self.awaited_txn = self.awaited_line = None
         offer = frame.get("private")
@@ -431,6 +437,24 @@ class Client:
         elif request_id is not None and request_id == self._next_id:
             self.answered.set()
             self._prompt()
+
+    def _show_history(self, entries):
+        """A `history` answer's entries, oldest first; one that lacks a string
+        "from" or "text" or a number "sent_at" is skipped."""
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
+            sender, text = (frames.string_or_none(entry, member) for member in ("from", "text"))
+            sent_at = entry.get("sent_at")
+            if sender is None or text is None or type(sent_at) not in (int, float):
+                continue
+            try:
+                stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(sent_at))
+            except (OverflowError, OSError, ValueError):
+                continue            # no time a clock can show
+            self.names.saw(sender)
+            self.names.saw(frames.string_or_none(entry, "to"))
+            self.console.show(texts.history_line(stamp, sender, text))
 
     def _prompt(self):
         self.console.command_prompt(texts.PROMPT)
