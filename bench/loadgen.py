@@ -12,6 +12,13 @@ a count and a wall-clock deadline. Prints one JSON object per run.
   conns    up to C logged-in idle clients; login rate and server RSS.
 
 Accounts are u0, u1, ... with password "pw"; the runner writes that file.
+
+Every connection that receives messages acknowledges them as the client
+does: an `ack` of the highest id received, at the 64th message not yet
+acknowledged or 100 ms after the first (the epoll loop checks its timers at
+each poll). Ids are found with a bytes search for the start the server's
+compact JSON gives a message frame, `{"type":"message","id":`, not by
+parsing every frame; anything else is parsed as JSON.
 """
 
 import argparse
@@ -24,6 +31,7 @@ import socket
 import statistics
 import sys
 import time
+from collections import deque
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -35,10 +43,66 @@ HOST = "127.0.0.1"
 EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP = (select.EPOLLIN, select.EPOLLOUT,
                                          select.EPOLLERR, select.EPOLLHUP)
 LOGIN_OK = b'"status":"ok"'
+# The start of every message frame the server encodes: the id comes next.
+MESSAGE_ID = b'{"type":"message","id":'
+# Else a frame that may be a message with an id, in some other JSON: parsed.
+MESSAGE, ID = b'"message"', b'"id"'
+# As the client: an ack at the 64th message not yet acknowledged, or 100 ms
+# after the first.
+ACK_EVERY = 64
+ACK_DELAY = 0.1
 
 
 def command(i, line):
     return encode(frames.command(i, line))
+
+
+def ack(upto):
+    return encode(frames.ack(upto))
+
+
+def scan(buf):
+    """(messages, highest id, rest) of the complete lines of `buf`: how many
+    message frames with an id they hold, the highest id (None without one),
+    and the unfinished line after them."""
+    nl = buf.rfind(b"\n")
+    if nl < 0:
+        return 0, None, buf
+    rest = buf[nl + 1:]
+    count = buf.count(MESSAGE_ID, 0, nl)
+    if count:
+        # Ids increase: the last message frame has the highest.
+        at = buf.rfind(MESSAGE_ID, 0, nl) + len(MESSAGE_ID)
+        end = buf.find(b",", at, nl)
+        if end > at:
+            try:
+                upto = int(buf[at:end])
+            except ValueError:
+                pass
+            else:
+                if upto >= 0:
+                    return count, upto, rest
+    elif buf.find(MESSAGE, 0, nl) < 0 or buf.find(ID, 0, nl) < 0:
+        return 0, None, rest        # no message frame, or none with an id
+    return _scan_json(buf, nl) + (rest,)
+
+
+def _scan_json(buf, nl):
+    """scan's (messages, highest id) the slow way, frame by frame."""
+    count, upto = 0, None
+    for line in buf[:nl].split(b"\n"):
+        if MESSAGE not in line:
+            continue
+        try:
+            frame = json.loads(line)
+        except ValueError:
+            continue
+        msg_id = frame.get("id") if isinstance(frame, dict) and \
+            frame.get("type") == "message" else None
+        if type(msg_id) is int and msg_id >= 0:
+            count += 1
+            upto = msg_id if upto is None else max(upto, msg_id)
+    return count, upto
 
 
 def self_cpu_s():
@@ -53,7 +117,8 @@ def pct(sorted_values, p):
 
 class Conn:
     __slots__ = ("user", "sock", "fd", "wbuf", "tail", "ready", "dead", "count",
-                 "measure", "t_start", "t_ready", "connecting", "mask")
+                 "measure", "t_start", "t_ready", "connecting", "mask",
+                 "acks", "partial", "upto", "unacked", "ack_due")
 
     def __init__(self, user):
         self.user = user
@@ -69,6 +134,11 @@ class Conn:
         self.measure = False
         self.connecting = True
         self.mask = 0
+        self.acks = True          # acknowledges the messages it receives
+        self.partial = b""        # an unfinished line, for the ids
+        self.upto = None          # the highest message id received
+        self.unacked = 0          # messages received since the last ack
+        self.ack_due = None       # when the next ack is due, while one waits
 
 
 class Engine:
@@ -80,6 +150,8 @@ class Engine:
         self.conns = {}
         self.ndead = 0
         self.bytes_in = 0
+        self.acks_due = deque()   # (when, conn), earliest first
+        self.acks_sent = 0
 
     def open(self, conn):
         conn.t_start = time.perf_counter()
@@ -132,7 +204,9 @@ class Engine:
 
     def poll(self, timeout):
         conns = self.conns
-        for fd, ev in self.ep.poll(timeout, 1024):
+        events = self.ep.poll(timeout, 1024)
+        now = time.perf_counter()
+        for fd, ev in events:
             conn = conns.get(fd)
             if conn is None:
                 continue
@@ -170,6 +244,32 @@ class Engine:
                         self.kill(conn, seen[-200:].decode("utf-8", "replace"))
                         continue
                     conn.tail = data[-32:]
+                if conn.ready and conn.acks:
+                    self.received(conn, conn.partial + data if conn.partial else data, now)
+        acks_due = self.acks_due
+        while acks_due and acks_due[0][0] <= now:
+            due, conn = acks_due.popleft()
+            if conn.ack_due == due and conns.get(conn.fd) is conn:
+                self.ack(conn)
+
+    def received(self, conn, data, now):
+        """Note the message ids in `data`; acknowledge them when due."""
+        count, upto, conn.partial = scan(data)
+        if not count:
+            return
+        if conn.upto is None or upto > conn.upto:
+            conn.upto = upto
+        conn.unacked += count
+        if conn.unacked >= ACK_EVERY:
+            self.ack(conn)
+        elif conn.ack_due is None:
+            conn.ack_due = now + ACK_DELAY
+            self.acks_due.append((conn.ack_due, conn))
+
+    def ack(self, conn):
+        conn.unacked, conn.ack_due = 0, None
+        self.acks_sent += 1
+        self.send(conn, ack(conn.upto))
 
     def establish(self, conns, window, deadline, progress=None):
         """Log conns in, at most `window` unfinished at once; return how many."""
@@ -212,6 +312,10 @@ def cmd_fanout(a):
     eng = Engine(a.port)
     deadline = time.perf_counter() + a.setup_timeout
     sender = Conn("u0")
+    # Its commands go out straight from `blob`, not through its wbuf, where
+    # an ack could land in the middle of one; a broadcast never comes back
+    # to its sender anyway.
+    sender.acks = False
     receivers = [Conn(f"u{i + 1}") for i in range(a.n)]
     t0 = time.perf_counter()
     if eng.establish([sender], 1, deadline) != 1:
@@ -263,7 +367,7 @@ def cmd_fanout(a):
     print(json.dumps({
         "test": "fanout", "n": a.n, "m": a.m, "window": a.window, "setup_s": round(setup_s, 3),
         "deliveries": total, "expected": target, "complete": total >= target,
-        "dead": eng.ndead, "wall_s": round(wall, 4),
+        "dead": eng.ndead, "acks": eng.acks_sent, "wall_s": round(wall, 4),
         "deliveries_per_s": round(total / wall, 1),
         "server_cpu_s": round(srv_cpu, 3), "server_cpu_util": round(srv_cpu / wall, 3),
         "server_cpu_s_per_M_deliveries": round(srv_cpu / total * 1e6, 3) if total else None,
@@ -280,8 +384,28 @@ class Blocking:
         self.sock = socket.create_connection((HOST, port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
+        self.upto = None          # the highest message id received
+        self.unacked = 0          # since the last ack
+        self.first_unacked = None
         self.sock.sendall(login_frames(user))
         self.wait_for(LOGIN_OK, deadline)
+
+    def received(self, line):
+        """Note a message frame's id."""
+        count, upto, _ = scan(line + b"\n")
+        if count:
+            self.upto = upto if self.upto is None else max(self.upto, upto)
+            self.unacked += count
+            if self.first_unacked is None:
+                self.first_unacked = time.perf_counter()
+
+    def ack_if_due(self, now=None):
+        """Acknowledge as the client does: at the 64th message, or 100 ms
+        after the first (checked when called); with `now` None, at once."""
+        if self.unacked and (now is None or self.unacked >= ACK_EVERY
+                             or now - self.first_unacked >= ACK_DELAY):
+            self.sock.sendall(ack(self.upto))
+            self.unacked, self.first_unacked = 0, None
 
     def wait_for(self, needle, deadline):
         while True:
@@ -309,11 +433,17 @@ def run_latency(port, pid, k, warmup, payload, timeout):
     for i in range(warmup + k):
         t0 = time.perf_counter_ns()
         a.sock.sendall(command(i, f"message u2 {i:010d} {pad}"))
-        b.wait_for(b'"type":"message"', deadline)
+        b.received(b.wait_for(b'"type":"message"', deadline))
         b.sock.sendall(command(i, f"message u1 {i:010d} {pad}"))
-        a.wait_for(b'"type":"message"', deadline)
+        a.received(a.wait_for(b'"type":"message"', deadline))
         if i >= warmup:
             rtts.append((time.perf_counter_ns() - t0) / 1000)
+        # Between round trips, outside the time measured.
+        now = time.perf_counter()
+        a.ack_if_due(now)
+        b.ack_if_due(now)
+    for c in (a, b):
+        c.ack_if_due()
     srv_cpu = proc_cpu_seconds(pid) - srv0
     for c in (a, b):
         c.sock.close()
