@@ -287,7 +287,8 @@ def test_bad_values_of_every_ranged_argument_exit_2_with_usage(program, parse, a
     ("port", -1), ("port", 65536), ("block_duration", 0), ("timeout", -1.0),
     ("log_level", "loud"), ("max_frame", 1023), ("mailbox_limit", 0),
     ("mailbox_limit_bytes", 0), ("offline_limit", 0), ("offline_limit_bytes", 0),
-    ("login_timeout", 0), ("retention", 0.9), ("failed_logins", 0), ("backlog", 0), ("command_rate", -0.5),
+    ("login_timeout", 0), ("retention", 0.9), ("failed_logins", 0), ("backlog", 0),
+    ("command_rate", -0.5),
     ("command_burst", 0), ("max_connections", 0), ("max_per_address", 0),
     ("ipv4_prefix", 33), ("ipv6_prefix", 15),
 ])

@@ -370,6 +370,9 @@ class ChatServer:
 
     def _command_loop(self, session):
         timeout = self.config.timeout
+        # Idle from the moment the welcome went out: the writer's first batch.
+        if session.outbox.nbytes:
+            session.outbox.wait_progress(FLUSH_TIMEOUT)
         deadline = monotonic() + timeout
         while session.end_reason is None:
             # A client pipelining messages waits, past a few, for their commits.
