@@ -6,7 +6,8 @@ What they cover:
   reach a backlog only through inbox rows, the offline quota, cursors,
   end_session, recover after a crash, ids, history, retention (purge);
 - opening a copy of a database taken while it was being written, and a
-  database from before the log (schema version 0 or 1: offline messages);
+  database from before the log (schema version 0 or 1: offline messages),
+  also when its migration was cut short;
 - blocks, locks, login history, accounts forgetting a name;
 - the machinery: calls run in the order made, calls queued together share
   one transaction and fail alone, the hub is never stalled, hostile text
@@ -469,6 +470,37 @@ def test_a_database_from_before_the_log_keeps_its_offline_messages(path, version
     try:
         store.write_cursors({"bob": ids(backlog(store, "bob"))[0]})
         assert store.mailbox_size("bob") == (2, 5)
+    finally:
+        store.close()
+
+
+class _FailsAtDrop(sqlite3.Connection):
+    """A connection whose disk fails as the migration drops the old table."""
+
+    def execute(self, sql, *args):
+        if sql.startswith("DROP TABLE offline"):
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().execute(sql, *args)
+
+
+def test_a_migration_cut_short_leaves_the_old_database_to_migrate_again(path, monkeypatch):
+    """A migration that fails halfway (or a server killed there: the same
+    once SQLite rolls back) must leave the database as it was, not the
+    offline messages both in the log and still to migrate."""
+    old_database(path, 1)
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect",
+                        lambda *args, **kw: connect(*args, factory=_FailsAtDrop, **kw))
+    store = Store(path)
+    with pytest.raises(StoreError, match="disk I/O error"):
+        store._call(store._connect)          # what Store.open does
+    store.close()
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    store = Store.open(path)
+    try:
+        assert [row[1:] for row in backlog(store, "bob")] == OLD_BOB
+        assert texts(backlog(store, "dan")) == ["yo"]
+        assert store.mailbox_size("bob") == (3, 11)
     finally:
         store.close()
 

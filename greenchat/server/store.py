@@ -212,7 +212,10 @@ class Store:
         self._identity = st.st_dev, st.st_ino
         db.executescript(SCHEMA)
         if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            # One transaction (with isolation_level=None, `with db` alone
+            # begins none): cut short, a migration leaves nothing behind.
             with db:
+                db.execute("BEGIN IMMEDIATE")
                 self._migrate(db)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._db = db
