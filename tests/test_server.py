@@ -466,8 +466,8 @@ def test_a_login_that_fills_the_presence_batch_gets_no_earlier_notice():
         def notify(self, frame):
             self.got.append(frame)
 
-    chat = Chat(accounts=set(), store=None, mailroom=SimpleNamespace(next_id=1),
-                clock=lambda: 0.0)
+    mailroom = SimpleNamespace(next_id=1, went_live=lambda session: None)
+    chat = Chat(accounts=set(), store=None, mailroom=mailroom, clock=lambda: 0.0)
     for i in range(BATCH_MAX - 1):
         chat.presence.announce(f"u{i}", True)
     newcomer = Seen("late")

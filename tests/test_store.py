@@ -202,9 +202,9 @@ def test_end_session_keeps_what_was_taken_and_not_acknowledged(store):
 def test_recover_gives_a_crashed_session_the_broadcasts_it_took_live(path):
     store = Store.open(path)
     alice_login, acked = store.open_session("alice", 1.0)
-    store.backlog_page("alice", acked, 3, live_from=3)
+    store.mark_live("alice", 3).wait(5)
     dave_login, acked = store.open_session("dave", 1.0)
-    store.backlog_page("dave", acked, 7, live_from=7)
+    store.mark_live("dave", 7).wait(5)
     store.record_logout(store.open_session("erin", 1.0)[0], 1.5)    # not online
     append(store,
            broadcast(1, "bob", "before alice came"),
@@ -239,9 +239,9 @@ def test_recover_gives_a_crashed_session_the_broadcasts_it_took_live(path):
 
 def test_recover_starts_at_live_from_or_past_the_cursor(store):
     store.open_session("bob", 1.0)
-    store.backlog_page("bob", 0, 5, live_from=5)
+    store.mark_live("bob", 5).wait(5)
     store.open_session("carol", 1.0)
-    store.backlog_page("carol", 0, 2, live_from=2)
+    store.mark_live("carol", 2).wait(5)
     append(store, *[broadcast(i, "alice", "b%d" % i) for i in range(1, 10)])
     store.write_cursors({"carol": 6})
     assert store.recover(2.0) == 2
@@ -344,7 +344,7 @@ def test_history_bounded_by_text_keeps_the_newest(store):
 
 def test_purge_deletes_only_old_acknowledged_rows_in_chunks(store):
     store.open_session("erin", 0.5)                    # online through it all
-    store.backlog_page("erin", 0, 1, live_from=1)
+    store.mark_live("erin", 1).wait(5)
     append(store,
            direct(1, "alice", "bob", "acked", sent_at=1.0),
            direct(2, "alice", "carol", "never acked", sent_at=2.0),
@@ -683,7 +683,8 @@ def store_calls(text):
         ("append with quota", append(direct(next(_ids), text, text, text, txn=text),
                                      (10, 1 << 30))),
         ("mailbox_size", lambda s: s.mailbox_size(text)),
-        ("backlog_page", lambda s: s.backlog_page(text, 0, END, live_from=5)),
+        ("backlog_page", lambda s: s.backlog_page(text, 0, END)),
+        ("mark_live", lambda s: s.mark_live(text, 5).value()),
         ("write_cursors", lambda s: s.write_cursors({text: 1})),
         ("end_session", lambda s: s.end_session(None, text, 1.0, 1, [2])),
         ("find_txn", lambda s: s.find_txn(text, text)),

@@ -107,6 +107,7 @@ class Chat:
         session.state = LOADING
         # Every id handed out from here on sees this user online.
         session.live_from = self.mailroom.next_id
+        self.mailroom.went_live(session)
         # Its own event first: a batch that goes out at once must not reach
         # it with the events before it (online_since would still be 0).
         session.online_since = self.presence.announce(session.user, True)

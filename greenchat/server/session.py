@@ -55,6 +55,13 @@ PURGE_EVERY = 60.0
 PURGE_PAUSE = 0.05
 
 
+def _log_failure(pending):
+    try:
+        pending.value()
+    except StoreError as exc:
+        log.error("%s", exc)
+
+
 class State(enum.Enum):
     NEW = "new"            # logging in
     LOADING = "loading"    # logged in; its backlog is going out
@@ -303,17 +310,20 @@ class Mailroom:
             raise StoreError(f"the end of {name}'s last session could not be recorded")
         return self.store.open_session(name, now)
 
+    def went_live(self, session):
+        """`session` takes ids from its live_from on: recorded before any
+        of them can be, so that a crash's recovery finds its broadcasts."""
+        self.store.mark_live(session.user, session.live_from).rawlink(_log_failure)
+
     def catch_up(self, session):
         """Send a session that just came online what it has not
         acknowledged, a page at a time as its client reads, then what
         arrived meanwhile; then it is ONLINE, unless it ended first."""
         name, outbox = session.user, session.outbox
         after, before = session.acked, session.live_from
-        live_from = before
         try:
             while True:
-                rows = self.store.backlog_page(name, after, before, live_from)
-                live_from = None
+                rows = self.store.backlog_page(name, after, before)
                 if not rows:
                     break
                 session.backlog_upto = after = rows[-1][0]

@@ -145,8 +145,8 @@ def _failure(path, exc):
 
 class Pending:
     """A store call running without its caller waiting: `rawlink(callback)`
-    runs callback(pending) in the hub once it is done; `value()` is then its
-    result, or raises StoreError."""
+    runs callback(pending) in the hub once it is done; `value()` is its
+    result (waited for), or raises StoreError."""
 
     __slots__ = ("_result", "_path")
 
@@ -166,6 +166,9 @@ class Pending:
         return self._result.ready()
 
     def value(self):
+        """Its result, waiting for it if need be."""
+        if not self._result.ready() and not self.wait(CALL_TIMEOUT):
+            raise StoreError(f"database {self._path}: no answer in {CALL_TIMEOUT}s")
         if self._result.successful():
             return self._result.value
         raise _failure(self._path, self._result.exception)
@@ -392,21 +395,24 @@ class Store:
             "SELECT count, bytes FROM mailboxes WHERE recipient = ?",
             (recipient,)).fetchone() or (0, 0))
 
-    def backlog_page(self, user, after, before, live_from=None, rows=PAGE_ROWS,
-                     size=PAGE_CHARS):
+    def mark_live(self, user, live_from):
+        """Record, without waiting, that `user`'s session takes messages
+        live from id `live_from` on: queued before any message with such an
+        id, so it is never committed after one (recover reads it)."""
+        return self.submit(lambda db: db.execute(
+            "INSERT INTO cursors (user, acked, live_from) VALUES (?, 0, ?) "
+            "ON CONFLICT (user) DO UPDATE SET live_from = excluded.live_from",
+            (user, live_from)))
+
+    def backlog_page(self, user, after, before, rows=PAGE_ROWS, size=PAGE_CHARS):
         """The next page of what `user` has not acknowledged, oldest first:
         [(id, sender, text, sent_at, txn, broadcast)] with `after` < id <
         `before`, at most `rows` rows and, past the first, at most `size`
-        characters of text. With `live_from`, first records that the user's
-        session takes messages live from that id on."""
-        return self._transaction(self._backlog_page, user, after, before, live_from, rows, size)
+        characters of text."""
+        return self._transaction(self._backlog_page, user, after, before, rows, size)
 
     @staticmethod
-    def _backlog_page(db, user, after, before, live_from, rows, size):
-        if live_from is not None:
-            db.execute("INSERT INTO cursors (user, acked, live_from) VALUES (?, 0, ?) "
-                       "ON CONFLICT (user) DO UPDATE SET live_from = excluded.live_from",
-                       (user, live_from))
+    def _backlog_page(db, user, after, before, rows, size):
         found, total = [], 0
         for row in db.execute(
                 f"SELECT {_MESSAGE} FROM log WHERE recipient = ? AND id > ? AND id < ? "
