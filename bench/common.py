@@ -19,7 +19,10 @@ from greenchat import frames
 from greenchat.codec import encode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVER_SCRIPT = os.path.join(ROOT, "bin", "greenchat-server")
+# GREENCHAT_SERVER_ROOT: another checkout's server, measured with this
+# checkout's load generator (a before-and-after in one sitting).
+SERVER_SCRIPT = os.path.join(os.environ.get("GREENCHAT_SERVER_ROOT", ROOT), "bin",
+                             "greenchat-server")
 # The password of every account a bench run writes.
 PASSWORD = "pw"
 # The hello's informative `client` member.

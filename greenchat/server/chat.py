@@ -168,7 +168,7 @@ class Chat:
             raise CommandError(texts.INVALID_USER)
         # From here to the append, no switch: the recipient is online for
         # this id (it is past their live_from) or its row precedes their backlog read.
-        now, txn = self.clock(), session.txn
+        now, txn = round(self.clock(), 3), session.txn
         row = (mid, sender, user, text, now, txn, None)
         target = self.online.get(user)
         if target is None:
@@ -189,7 +189,7 @@ class Chat:
         """broadcast TEXT"""
         sender = session.user
         mid = self._new_id()
-        now, txn = self.clock(), session.txn
+        now, txn = round(self.clock(), 3), session.txn
         frame = encode(frames.message(sender, text, mid, now, txn, broadcast=True))
         blockers = self.blocks.blockers_of(sender)
         online = self.online
