@@ -13,8 +13,10 @@ from greenchat.errors import MalformedFrame
 # Sent in the first exchange; a peer speaking another version is refused.
 PROTOCOL_VERSION = 1
 
-# Login statuses (docs/protocol.md, "Login statuses").
+# Login statuses (docs/protocol.md, "Login statuses"). EXPIRED answers a
+# resume the server cannot honour: log in with username and password instead.
 ASK_USERNAME, ASK_PASSWORD, LOGGED_IN, FAILED = "username", "password", "ok", "failed"
+EXPIRED = "expired"
 # Why a session ended (the bye frame's reason).
 LOGOUT, IDLE, SHUTDOWN, REMOVED = "logout", "idle", "shutdown", "removed"
 
@@ -41,6 +43,20 @@ def password(secret, p2p_host=None, p2p_port=None, fingerprint=None):
     return frame
 
 
+def resume(user, token, last, p2p_host=None, p2p_port=None, fingerprint=None):
+    """Instead of username and password, after a dropped connection: take
+    the session of the login that was given `token` back, having shown every
+    message up to id `last`; `p2p` as in password()."""
+    frame = {"type": "resume", "user": user, "token": token, "last": last}
+    if p2p_port is not None:
+        frame["p2p"] = password("", p2p_host, p2p_port, fingerprint)["p2p"]
+    return frame
+
+
+def pong():
+    return {"type": "pong"}
+
+
 def command(request_id, line, txn=None, retry=False):
     """A typed line. `txn`, the client's transaction id, makes a resent
     command (`retry`, after a reconnect) answered with its first answer
@@ -64,13 +80,23 @@ def server_hello(server):
     return {"type": "hello", "version": PROTOCOL_VERSION, "server": server}
 
 
-def login(status, text=None, user=None):
+def login(status, text=None, user=None, token=None, resumed=False):
+    """A login step's outcome; a LOGGED_IN one carries the resume `token`,
+    and `resumed` when it took a session back."""
     frame = {"type": "login", "status": status}
     if user is not None:
         frame["user"] = user
     if text is not None:
         frame["text"] = text
+    if token is not None:
+        frame["resume"] = token
+    if resumed:
+        frame["resumed"] = True
     return frame
+
+
+def ping():
+    return {"type": "ping"}
 
 
 def reply(request_id, lines=(), ok=True, extra=None):
@@ -216,6 +242,14 @@ def command_txn(frame):
     if not isinstance(txn, str) or not 0 < len(txn) <= MAX_TXN:
         raise MalformedFrame(f"a command's txn must be a string of 1-{MAX_TXN} characters")
     return txn, frame.get("retry") is True
+
+
+def resume_fields(frame):
+    """(user, token, last) of a resume frame."""
+    last = frame.get("last")
+    if type(last) is not int or last < 0:
+        raise MalformedFrame("a resume's last must be a non-negative integer")
+    return string(frame, "user"), string(frame, "token"), last
 
 
 def ack_upto(frame):
