@@ -300,6 +300,10 @@ class ChatServer:
                 name = candidate if candidate in accounts else None
                 session.send(frames.login(frames.ASK_PASSWORD) if name is not None else
                              frames.login(frames.ASK_USERNAME, texts.INVALID_USERNAME))
+            elif kind == "resume":
+                frames.resume_fields(frame)
+                # No session to take back: the client logs in with its password.
+                session.send(frames.login(frames.EXPIRED))
             elif kind == "password" and name is not None and name not in accounts:
                 # Deleted since its username was taken.
                 name = None
@@ -385,6 +389,8 @@ class ChatServer:
                 log.info("idle logout: %s", session.user)
                 return
             kind = frame["type"]
+            if kind == "pong":
+                continue            # an answer to a ping: alive, not active
             if kind == "ack":
                 # Not activity; free when it acknowledges something new, so
                 # a busy reader's acks never count as flooding.
