@@ -423,6 +423,9 @@ class Blocking:
             self.buf += data
 
 
+MARKER_ID = 999_999_999
+
+
 def run_latency(port, pid, k, warmup, payload, timeout):
     deadline = time.perf_counter() + timeout
     a = Blocking(port, "u1", deadline)
@@ -448,6 +451,10 @@ def run_latency(port, pid, k, warmup, payload, timeout):
     # The sender's wait for its ok: from its command to the reply (which
     # waits for the message's commit), one message at a time.
     oks = []
+    # Replies of the round trips may still be on their way: one marker
+    # command's reply, and every reply before it is behind us.
+    a.sock.sendall(command(MARKER_ID, "whoelse"))
+    a.wait_for(b'"id":%d,' % MARKER_ID, deadline)
     for i in range(warmup + k):
         t0 = time.perf_counter_ns()
         a.sock.sendall(command(i, f"message u2 {i:010d} {pad}"))

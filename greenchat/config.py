@@ -112,6 +112,16 @@ class ServerConfig:
                                       metavar="BYTES",
                                       help="bytes of text stored for one offline user, likewise "
                                            "(default: %(default)s)")
+    resume_window: float = option("--resume-window", 120.0,
+                                  Range(0, math.inf, "0 (off) or more seconds"),
+                                  metavar="SECONDS",
+                                  help="how long a session whose connection dropped waits for "
+                                       "its client to come back; 0 ends it at once "
+                                       "(default: %(default)s)")
+    # A connection that sent nothing for ping_after seconds is pinged; with
+    # no answer in ping_wait more, it is taken as dropped.
+    ping_after: float = setting(30.0, SECONDS)
+    ping_wait: float = setting(30.0, SECONDS)
     retention: float = option("--retention", 30.0, at_least(1, " days"), metavar="DAYS",
                               help="days acknowledged messages are kept for history; "
                                    "unacknowledged ones are kept whatever their age "

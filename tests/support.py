@@ -150,11 +150,12 @@ class Agent:
     a message whose id it has recorded already, over all its sessions (into
     `repeats`: a new Agent is a client started afresh)."""
 
-    def __init__(self, name, address, tls_context=None, acks=True):
+    def __init__(self, name, address, tls_context=None, acks=True, pongs=True):
         self.name = name
         self.address = address
         self.tls_context = tls_context
         self.acks = acks
+        self.pongs = pongs        # answer the server's pings
         self.acked = 0            # the last id acknowledged
         self.last_id = 0          # the last message id recorded; a repeat goes to `repeats`
         self.repeats = []
@@ -199,6 +200,8 @@ class Agent:
                     elif kind == "login" and frame.get("status") == "password" \
                             and "text" not in frame:
                         continue        # the server asks for the password
+                    elif kind == "ping" and self.pongs:
+                        self.send(frames.pong())
                     elif kind in ("login", "bye", "error") and kind in self._waiters:
                         waiter = self._waiters["bye" if kind == "error" else kind]
                         if not waiter.ready():
@@ -225,6 +228,28 @@ class Agent:
         if frame.get("status") == "ok":
             self.sessions.append([time.monotonic(), None])
         return frame
+
+    @property
+    def token(self):
+        """The resume token of the latest login."""
+        return next((f["resume"] for _, f in reversed(self.stream)
+                     if f["type"] == "login" and "resume" in f), None)
+
+    def resume(self, token=None, last=None, timeout=60):
+        """Connect again and take the session back: the login frame."""
+        token = self.token if token is None else token
+        self.connect()
+        self.send(frames.hello(CLIENT))
+        self.send(frames.resume(self.name, token, self.last_id if last is None else last))
+        frame = self._wait(self._waiters["login"], timeout, "resume")
+        if frame.get("status") == "ok":
+            self.sessions.append([time.monotonic(), None])
+        return frame
+
+    def drop(self):
+        """The connection dies under the client: no logout."""
+        self.sock.close()
+        self.closed.wait(5)
 
     def command(self, line, timeout=60):
         self._next_id += 1

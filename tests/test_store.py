@@ -221,7 +221,7 @@ def test_recover_gives_a_crashed_session_the_broadcasts_it_took_live(path):
     store.close()           # no end_session: as if the server had died
     store = Store.open(path)
     try:
-        assert store.recover(20.0) == 2
+        assert store.recover(20.0) == ([], 2)
         assert ids(backlog(store, "alice", after=3)) == [6, 7, 8, 9, 10]
         assert [row[5] for row in backlog(store, "alice", after=3)] == [1, 1, 0, 1, 1]
         # 6 is before dave's live_from, 7 skips dave, 9 is his own.
@@ -229,10 +229,33 @@ def test_recover_gives_a_crashed_session_the_broadcasts_it_took_live(path):
         assert ids(backlog(store, "erin")) == []
         assert store.last_logouts() == {"alice": 20.0, "dave": 20.0, "erin": 1.5}
         # Nothing is left open: a second recover finds nothing to add.
-        assert store.recover(30.0) == 0
+        assert store.recover(30.0) == ([], 0)
         assert ids(backlog(store, "alice", after=3)) == [6, 7, 8, 9, 10]
         assert ids(backlog(store, "dave")) == [10]
         assert store.last_logouts()["alice"] == 20.0
+    finally:
+        store.close()
+
+
+def test_recover_keeps_each_users_latest_open_login_open_to_hibernate(path):
+    store = Store.open(path)
+    old_login, _ = store.open_session("alice", 1.0)
+    alice_login, _ = store.open_session("alice", 2.0)     # the older one never closed
+    bob_login, _ = store.open_session("bob", 2.0, token_hash="h")
+    store.mark_live("bob", 1).wait(5)
+    append(store, broadcast(1, "alice", "for bob"))
+    store.write_cursors({"bob": 0, "alice": 7})
+    store.close()
+    store = Store.open(path)
+    try:
+        kept, closed = store.recover(5.0, keep_open=True)
+        assert sorted(kept) == [("alice", alice_login, 7), ("bob", bob_login, 0)]
+        assert closed == 1
+        assert ids(backlog(store, "bob")) == [1]        # recovered all the same
+        assert store.token_hash("bob") == "h" and store.token_hash("alice") is None
+        # Kept open: a later recover (another crash) finds them again.
+        assert sorted(store.recover(6.0, keep_open=True)[0]) == sorted(kept)
+        assert store.recover(7.0) == ([], 2)
     finally:
         store.close()
 
@@ -244,7 +267,7 @@ def test_recover_starts_at_live_from_or_past_the_cursor(store):
     store.mark_live("carol", 2).wait(5)
     append(store, *[broadcast(i, "alice", "b%d" % i) for i in range(1, 10)])
     store.write_cursors({"carol": 6})
-    assert store.recover(2.0) == 2
+    assert store.recover(2.0) == ([], 2)
     assert ids(backlog(store, "bob")) == [5, 6, 7, 8, 9]
     assert ids(backlog(store, "carol")) == [7, 8, 9]
 
@@ -517,7 +540,7 @@ def test_login_history(store):
     store.open_session("carol", 5.0)
     assert store.last_logouts() == {"bob": 4.0}
     # A login left open (a crash) is closed by recover.
-    assert store.recover(9.0) == 1
+    assert store.recover(9.0) == ([], 1)
     assert store.last_logouts() == {"bob": 4.0, "carol": 9.0}
 
 

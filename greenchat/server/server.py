@@ -16,7 +16,10 @@ Strategy
 - Stopping tells every client, flushes what it can and stores the rest.
 """
 
+import hashlib
+import hmac
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from time import monotonic
@@ -44,7 +47,16 @@ from greenchat.server import runtime
 from greenchat.server.accounts import Accounts
 from greenchat.server.addresses import canonical, network_key
 from greenchat.server.chat import Chat, Later
-from greenchat.server.session import CLOSING, FLUSH_TIMEOUT, LATER_MAX, Mailroom, Session
+from greenchat.server.session import (
+    CLOSING,
+    FLUSH_TIMEOUT,
+    HIBERNATING,
+    LATER_MAX,
+    LOADING,
+    ONLINE,
+    Mailroom,
+    Session,
+)
 from greenchat.transport import SHUT_RD, close, configure, refuse, shutdown
 
 log = logging.getLogger("greenchat.server")
@@ -61,6 +73,10 @@ STORE_WAIT = 60.0
 ANSWERS_KEPT = 64
 # The longest a TLS handshake may take (less if the login deadline comes first).
 TLS_HANDSHAKE_TIMEOUT = 10.0
+
+def _hash(token):
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
 
 _BYE_TEXTS = {
     frames.LOGOUT: texts.GOODBYE,
@@ -130,7 +146,9 @@ class ChatServer:
         # A full pool pauses the accept loop: accept never meets EMFILE, whatever the flood.
         self._pool = Pool(held)
         self.stream.set_spawn(self._pool)
-        self.mailroom.start()
+        for user, login_id, acked in self.mailroom.start():
+            if user in self.accounts:
+                self._restore(user, login_id, acked)
         self.chat.load(self.store)
         self._sweeper = gevent.spawn(self._retire_idle_writers)
         try:
@@ -162,6 +180,11 @@ class ChatServer:
             shutdown(session.sock, SHUT_RD)
         self._pool.join(timeout=timeout)
         self._pool.kill(timeout=1)
+        # Sessions waiting for their clients end too, their logouts recorded.
+        for session in [s for s in self.online.values() if s.state is HIBERNATING]:
+            session.state = CLOSING
+            session.wake.set()
+            self._finish(session, "server stopping")
         self.chat.presence.stop()
         if self._sweeper is not None:
             self._sweeper.kill()
@@ -245,6 +268,7 @@ class ChatServer:
                 self._command_loop(session)
         except ConnectionLost as exc:
             log.debug("%s: %s", session, exc)
+            session.dropped = True
         except GreenchatError as exc:
             text = next((text for kind, text in _FATAL if isinstance(exc, kind)), None)
             if text is None:
@@ -301,7 +325,8 @@ class ChatServer:
                 session.send(frames.login(frames.ASK_PASSWORD) if name is not None else
                              frames.login(frames.ASK_USERNAME, texts.INVALID_USERNAME))
             elif kind == "resume":
-                frames.resume_fields(frame)
+                if self._resume(session, frame):
+                    return True
                 # No session to take back: the client logs in with its password.
                 session.send(frames.login(frames.EXPIRED))
             elif kind == "password" and name is not None and name not in accounts:
@@ -340,6 +365,18 @@ class ChatServer:
             # Deleted while its password was being checked.
             session.send(frames.login(frames.FAILED, texts.INVALID_USERNAME))
             return False
+        if existing is not None and existing.state is HIBERNATING and not self.stopping:
+            # Its connection dropped: this login takes the session over.
+            token = self._new_token()
+            try:
+                self.store.set_token(name, _hash(token))
+            except StoreError as exc:
+                log.error("login of %s refused: %s", name, exc)
+                session.send(frames.login(frames.FAILED, texts.LOGIN_UNAVAILABLE))
+                return False
+            self._take_over(session, existing, 0, frames.login(
+                frames.LOGGED_IN, texts.WELCOME, user=name, token=token))
+            return True
         if existing is not None or name in self.joining or self.stopping:
             log.info("login refused: %s is already logged in", name)
             session.send(frames.login(frames.FAILED, texts.ALREADY_LOGGED_IN))
@@ -348,8 +385,10 @@ class ChatServer:
         # is refused, never announced and then dropped. Meanwhile the user is
         # still offline (mail to them is logged, and read below).
         self.joining.add(name)
+        token = self._new_token()
         try:
-            session.login_id, session.acked = self.mailroom.open_session(name, self._now())
+            session.login_id, session.acked = self.mailroom.open_session(name, self._now(),
+                                                                         _hash(token))
         except StoreError as exc:
             log.error("login of %s refused: %s", name, exc)
             session.send(frames.login(frames.FAILED, texts.LOGIN_UNAVAILABLE))
@@ -365,29 +404,110 @@ class ChatServer:
             return False
         session.user = name
         self.chat.came_online(session)
-        session.send(frames.login(frames.LOGGED_IN, texts.WELCOME, user=name))
+        session.send(frames.login(frames.LOGGED_IN, texts.WELCOME, user=name, token=token))
         log.info("login: %s from %s:%s", name, *session.address[:2])
         # Its own greenlet: acknowledgements are read while the backlog goes
         # out; commands wait for it (_command_loop).
         session.loader = gevent.spawn(self.mailroom.catch_up, session)
         return True
 
+    @staticmethod
+    def _new_token():
+        return secrets.token_urlsafe(32)
+
+    def _resume(self, session, frame):
+        """A resume frame: True once `session` has taken its user's session
+        back (alive, hibernating, or restored after a restart)."""
+        name, token, last = frames.resume_fields(frame)
+        if name not in self.accounts:
+            return False
+        try:
+            known = self.store.token_hash(name)
+        except StoreError as exc:
+            log.error("resume of %s refused: %s", name, exc)
+            return False
+        if known is None or not hmac.compare_digest(known, _hash(token)):
+            log.info("resume of %s refused: not its token", name)
+            return False
+        existing = self.online.get(name)
+        if existing is not None and existing.state in (LOADING, ONLINE):
+            # Its client is back before the server saw the old connection
+            # die: end that connection, and take its session once it hibernates.
+            shutdown(existing.sock)
+            existing.hibernated.wait(TAKEOVER_WAIT)
+            existing = self.online.get(name)
+        if existing is None or existing.state is not HIBERNATING or self.stopping:
+            return False
+        p2p = frames.p2p_port(frame)
+        if p2p is not None:
+            session.p2p = (canonical(session.address[0]), *p2p)
+        self._take_over(session, existing, last, frames.login(
+            frames.LOGGED_IN, user=name, token=token, resumed=True))
+        return True
+
+    def _take_over(self, session, old, last, welcome):
+        """`session` becomes hibernating session `old`, with no presence
+        change; what it had not acknowledged follows the backlog."""
+        session.take_over(old, last)
+        name = session.user
+        if session.acked > old.acked:
+            self.mailroom.acknowledged(session, session.acked)
+        self.online[name] = session
+        session.send(welcome)
+        log.info("%s resumed from %s:%s", name, *session.address[:2])
+        session.loader = gevent.spawn(self.mailroom.catch_up, session)
+
+    def _restore(self, user, login_id, acked):
+        """A session open when the server stopped comes back hibernating."""
+        session = Session(None, None, None, None, self.config)
+        session.user, session.login_id, session.acked = user, login_id, acked
+        self.chat.came_online(session)
+        self._hibernate(session)
+
+    def _hibernate(self, session):
+        """Its connection is gone: the session waits --resume-window seconds
+        for its client (still online; its messages kept), then ends."""
+        session.state = HIBERNATING
+        session.p2p = None
+        session.pending = []
+        session.hibernated.set()
+        log.info("%s: connection lost; waiting %gs for the client to come back",
+                 session.user, self.config.resume_window)
+        gevent.spawn(self._expire, session)
+
+    def _expire(self, session):
+        session.wake.wait(self.config.resume_window)
+        if session.state is HIBERNATING and not self.stopping:
+            session.state = CLOSING
+            self._finish(session, "no resume")
+
     def _command_loop(self, session):
         timeout = self.config.timeout
         # Idle from the moment the welcome went out: the writer's first batch.
         if session.outbox.nbytes:
             session.outbox.wait_progress(FLUSH_TIMEOUT)
+        ping_after, ping_wait = self.config.ping_after, self.config.ping_wait
         deadline = monotonic() + timeout
+        heard, pinged = monotonic(), None
         while session.end_reason is None:
             # A client pipelining messages waits, past a few, for their commits.
             if len(session.later) >= LATER_MAX:
                 session.wait_answers(LATER_MAX, STORE_WAIT)
-            left = deadline - monotonic()
+            # A silent connection is pinged; one that does not answer is dropped.
+            alive_until = pinged + ping_wait if pinged is not None else heard + ping_after
+            left = min(deadline, alive_until) - monotonic()
             frame = self._read(session, left) if left > 0 else None
             if frame is None:
-                session.end_reason = frames.IDLE
-                log.info("idle logout: %s", session.user)
-                return
+                if monotonic() >= deadline:
+                    session.end_reason = frames.IDLE
+                    log.info("idle logout: %s", session.user)
+                    return
+                if pinged is not None:
+                    raise ConnectionLost("no answer to a ping")
+                pinged = monotonic()
+                session.send(frames.ping())
+                continue
+            heard, pinged = monotonic(), None
             kind = frame["type"]
             if kind == "pong":
                 continue            # an answer to a ping: alive, not active
@@ -488,15 +608,25 @@ class ChatServer:
             session.outbox.close(FLUSH_TIMEOUT)
             close(session.sock)
             return
-        session.state = CLOSING
-        session.outbox.close(FLUSH_TIMEOUT)
+        hibernate = session.dropped and reason is None and self.config.resume_window > 0 \
+            and not self.stopping and session.state in (LOADING, ONLINE)
+        # From here on a delivery is kept for later, never written.
+        session.state = HIBERNATING if hibernate else CLOSING
+        session.outbox.close(1.0 if hibernate else FLUSH_TIMEOUT)
         close(session.sock)
+        if hibernate:
+            self._hibernate(session)
+        else:
+            self._finish(session, reason or "connection closed")
+
+    def _finish(self, session, why):
+        """A session is over: its user goes offline and its end is recorded."""
         now = self._now()
         # Offline first: nothing is delivered to it after its end is recorded.
         self.chat.went_offline(session, now, announce=not self.stopping)
         self.mailroom.end_session(session, now)
         session.closed.set()
-        log.info("logout: %s (%s)", name, reason or "connection closed")
+        log.info("logout: %s (%s)", session.user, why)
 
     def _record_logout(self, session, now=None):
         if session.login_id is not None:

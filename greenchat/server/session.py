@@ -45,10 +45,13 @@ log = logging.getLogger("greenchat.server")
 FLUSH_TIMEOUT = 5.0
 # How often the store is asked again for what it refused (a full disk).
 RETRY = 2.0
+# Acknowledgements reach the store at most this often: the cursors move in
+# memory at once, and a crash shows again at most this much more.
+CURSOR_EVERY = 0.5
 # Ids are reserved a block at a time, the next block once half is used.
 ID_BLOCK = 1 << 20
 # At most this many replies wait for the store before the reader waits too.
-LATER_MAX = 64
+LATER_MAX = 1024
 # How often retention looks for messages to purge, and the pause between
 # two of its transactions.
 PURGE_EVERY = 60.0
@@ -66,12 +69,13 @@ class State(enum.Enum):
     NEW = "new"            # logging in
     LOADING = "loading"    # logged in; its backlog is going out
     ONLINE = "online"
-    CLOSING = "closing"    # its connection is ending
+    HIBERNATING = "hibernating"  # its connection dropped; waiting for its client
+    CLOSING = "closing"    # ending
 
 
 # The members as plain names: ONLINE is an attribute lookup on the
 # class, and deliver() reads one for every delivery.
-NEW, LOADING, ONLINE, CLOSING = State
+NEW, LOADING, ONLINE, HIBERNATING, CLOSING = State
 
 
 class Session:
@@ -80,15 +84,18 @@ class Session:
     __slots__ = ("sock", "address", "network", "login_deadline", "reader", "outbox", "bucket",
                  "user", "login_id", "state", "acked", "live_from", "unacked_ids", "unacked",
                  "unacked_bytes", "limit", "limit_bytes", "pending", "backlog_upto",
-                 "end_reason", "closed", "p2p", "online_since", "txn", "later", "loader")
+                 "end_reason", "closed", "p2p", "online_since", "txn", "later", "loader",
+                 "dropped", "hibernated", "wake")
 
     def __init__(self, sock, address, network, login_deadline, config):
         self.sock = sock
         self.address = address
         self.network = network    # what limits count it in (addresses.network_key)
         self.login_deadline = login_deadline    # monotonic(): from accept, TLS included
-        self.reader = FrameReader(sock, config.max_frame)
-        self.outbox = Outbox(sock, config.mailbox_limit, config.mailbox_limit_bytes)
+        # No socket: a session restored after a restart, hibernating.
+        self.reader = FrameReader(sock, config.max_frame) if sock is not None else None
+        self.outbox = Outbox(sock, config.mailbox_limit, config.mailbox_limit_bytes) \
+            if sock is not None else None
         # Every frame counts, from the first: login probes as well as commands.
         self.bucket = TokenBucket(config.command_rate, config.command_burst)
         self.user = None
@@ -110,6 +117,9 @@ class Session:
         self.txn = None           # the transaction id of the command running
         self.later = deque()      # [frame or None, Pending, build] of replies not yet sent
         self.loader = None        # the greenlet sending its backlog, while it runs
+        self.dropped = False      # its connection was lost (not ended by either side)
+        self.hibernated = Event()  # set once it hibernates
+        self.wake = Event()       # ends a hibernation early (its mail overflowed)
 
     def deliver(self, frame, mid):
         """Queue message `frame`, whose id is `mid`, for this user. Never
@@ -119,7 +129,10 @@ class Session:
         size = len(frame)
         if len(ids) >= self.limit or (self.unacked_bytes + size > self.limit_bytes and ids):
             ids.append(mid)
-            if self.state is not CLOSING:
+            self.unacked.append(b"")        # the frame is not kept; the id is
+            if self.state is HIBERNATING:
+                self.wake.set()
+            elif self.state is not CLOSING:
                 self.cut_off("mailbox full")
             return
         ids.append(mid)
@@ -158,6 +171,19 @@ class Session:
             self.unacked_bytes -= sum(map(len, frames_done))
             del ids[:done], self.unacked[:done]
         return True
+
+    def take_over(self, old, last):
+        """Become hibernating session `old` on this connection, its client
+        having shown every id up to `last`: what it had not acknowledged is
+        held back for catch_up to send after the backlog."""
+        old.state = CLOSING
+        old.wake.set()
+        for name in ("user", "login_id", "online_since", "live_from", "backlog_upto", "acked",
+                     "unacked_ids", "unacked", "unacked_bytes"):
+            setattr(self, name, getattr(old, name))
+        self.acknowledge(last)
+        self.pending = [frame for frame in self.unacked if frame]
+        self.state = LOADING
 
     def unacknowledged(self):
         """The ids this session took live and its client never acknowledged."""
@@ -233,14 +259,17 @@ class Mailroom:
         self._greenlets = []
 
     def start(self):
-        """Recover what a crash left open; reserve the first block of ids."""
-        closed = self.store.recover(self.clock())
-        if closed:
-            log.info("recovered %d session(s) left open by an earlier run", closed)
+        """Recover what a crash left open; reserve the first block of ids.
+        Returns [(user, login id, acknowledged-up-to id)] of the sessions
+        that come back hibernating (none without a resume window)."""
+        kept, closed = self.store.recover(self.clock(), keep_open=self.config.resume_window > 0)
+        if closed or kept:
+            log.info("recovered %d session(s) left open by an earlier run", closed + len(kept))
         self.next_id = self.store.first_free_id()
         self.reserved = self.next_id + ID_BLOCK - 1
         self._wait(self.store.reserve_ids(self.reserved))
         self._greenlets = [gevent.spawn(self._write_cursors), gevent.spawn(self._purge)]
+        return kept
 
     @staticmethod
     def _wait(pending, timeout=60.0):
@@ -288,6 +317,8 @@ class Mailroom:
     def _write_cursors(self):
         while True:
             self._cursors_due.wait()
+            # Acks gather for a while: a user's many acks cost one write.
+            gevent.sleep(CURSOR_EVERY)
             self._cursors_due.clear()
             batch, self.cursors = self.cursors, {}
             try:
@@ -302,13 +333,14 @@ class Mailroom:
 
     # Sessions ---------------------------------------------------------------
 
-    def open_session(self, name, now):
-        """Record a login, after whatever the store refused of the user's
-        last session: (login id, acknowledged-up-to id); StoreError if the
-        store cannot, and the login is refused."""
+    def open_session(self, name, now, token_hash):
+        """Record a login and its resume token's hash, after whatever the
+        store refused of the user's last session: (login id,
+        acknowledged-up-to id); StoreError if the store cannot, and the
+        login is refused."""
         if name in self.unwritten and not self._write_end(name):
             raise StoreError(f"the end of {name}'s last session could not be recorded")
-        return self.store.open_session(name, now)
+        return self.store.open_session(name, now, token_hash)
 
     def went_live(self, session):
         """`session` takes ids from its live_from on: recorded before any

@@ -88,6 +88,11 @@ CREATE TABLE IF NOT EXISTS inbox (
     PRIMARY KEY (user, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inbox_by_id ON inbox (id);
+-- The hash of each user's resume token (the token itself is never stored).
+CREATE TABLE IF NOT EXISTS tokens (
+    user TEXT PRIMARY KEY,
+    hash TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -462,10 +467,13 @@ class Store:
                 db.execute("UPDATE logins SET logout_at = ? WHERE id = ?", (at, login_id))
         self._transaction(end)
 
-    def recover(self, at):
+    def recover(self, at, keep_open=False):
         """After a crash: every session left open gets, in its inbox, the
-        broadcasts it took live and never acknowledged; its login is closed.
-        Returns how many logins were closed."""
+        broadcasts it took live and never acknowledged. Its login is closed;
+        with `keep_open`, each user's latest open login stays open (to come
+        back hibernating) and the others are closed. Returns [(user, login
+        id, acknowledged-up-to id)] of the logins kept open, and how many
+        were closed."""
         def recover(db):
             open_users = [user for (user,) in db.execute(
                 "SELECT DISTINCT user FROM logins WHERE logout_at IS NULL")]
@@ -485,8 +493,16 @@ class Store:
                                  if mid >= start and user != sender and user not in left_out)
                 db.executemany("INSERT OR IGNORE INTO inbox (user, id) VALUES (?, ?)", found)
             db.execute("UPDATE cursors SET live_from = NULL WHERE live_from IS NOT NULL")
-            return db.execute("UPDATE logins SET logout_at = ? WHERE logout_at IS NULL",
-                              (at,)).rowcount
+            kept = []
+            if keep_open:
+                kept = db.execute(
+                    "SELECT logins.user, MAX(logins.id), COALESCE(cursors.acked, 0) FROM logins "
+                    "LEFT JOIN cursors ON cursors.user = logins.user "
+                    "WHERE logout_at IS NULL GROUP BY logins.user").fetchall()
+            closed = db.execute(
+                "UPDATE logins SET logout_at = ? WHERE logout_at IS NULL AND id NOT IN "
+                f"({', '.join('?' * len(kept))})", (at, *(login for _, login, _ in kept))).rowcount
+            return kept, closed
         return self._transaction(recover)
 
     def find_txn(self, sender, txn):
@@ -567,14 +583,32 @@ class Store:
 
     # Login history ----------------------------------------------------------
 
-    def open_session(self, user, at):
-        """Record a login: (login id, the user's acknowledged-up-to id)."""
+    def open_session(self, user, at, token_hash=None):
+        """Record a login, and the hash of its resume token: (login id, the
+        user's acknowledged-up-to id)."""
         def open_(db):
             login_id = db.execute(
                 "INSERT INTO logins (user, login_at) VALUES (?, ?)", (user, at)).lastrowid
+            if token_hash is not None:
+                self._set_token(db, user, token_hash)
             row = db.execute("SELECT acked FROM cursors WHERE user = ?", (user,)).fetchone()
             return login_id, row[0] if row else 0
         return self._transaction(open_)
+
+    @staticmethod
+    def _set_token(db, user, token_hash):
+        db.execute("INSERT OR REPLACE INTO tokens (user, hash) VALUES (?, ?)",
+                   (user, token_hash))
+
+    def set_token(self, user, token_hash):
+        """A new resume token for `user`'s session (its hash)."""
+        self._transaction(self._set_token, user, token_hash)
+
+    def token_hash(self, user):
+        """The hash of `user`'s resume token, or None."""
+        row = self._transaction(lambda db: db.execute(
+            "SELECT hash FROM tokens WHERE user = ?", (user,)).fetchone())
+        return row[0] if row else None
 
     def record_logout(self, login_id, at):
         self._transaction(lambda db: db.execute(
@@ -614,6 +648,7 @@ class Store:
         db.execute("DELETE FROM log WHERE recipient = ?", (name,))
         db.execute("DELETE FROM inbox WHERE user = ?", (name,))
         db.execute("DELETE FROM cursors WHERE user = ?", (name,))
+        db.execute("DELETE FROM tokens WHERE user = ?", (name,))
         db.execute("DELETE FROM mailboxes WHERE recipient = ?", (name,))
         db.execute("DELETE FROM blocks WHERE blocker = ? OR blocked = ?", (name, name))
         db.execute("DELETE FROM logins WHERE user = ?", (name,))

@@ -1,0 +1,199 @@
+"""Sessions that outlive their connections (issue 13): a dropped connection
+hibernates for --resume-window seconds, still online, its messages kept; the
+client takes it back with its resume token (or its password) with no
+presence flap; a silent connection is pinged and dropped; a restart brings
+the sessions that were open back hibernating."""
+
+import time
+
+import gevent
+
+from greenchat import frames, texts
+
+from support import Agent, ServerProcess, poll
+
+
+def presence_of(agent, user):
+    return [f["online"] for _, f in agent.frames("presence") if f["user"] == user]
+
+
+def login_all(server, *names, **agent_options):
+    agents = [Agent(name, server.address, **agent_options) for name in names]
+    for agent in agents:
+        assert agent.login()["status"] == "ok"
+    return agents
+
+
+def test_the_login_frame_carries_a_resume_token(make_server):
+    server = make_server(["alice", "bob"])
+    alice, bob = login_all(server, "alice", "bob")
+    assert isinstance(alice.token, str) and len(alice.token) >= 32
+    assert alice.token != bob.token
+
+
+def test_a_dropped_connection_resumes_with_no_presence_flap_and_nothing_lost(make_server):
+    server = make_server(["alice", "bob"], resume_window=10)
+    alice, bob = login_all(server, "alice", "bob")
+    assert alice.command("message bob before")[1]["ok"]
+    bob.wait_for(lambda f: f.get("text") == "before")
+    bob.drop()
+    poll(lambda: server.online["bob"].state.value == "hibernating", 5)
+    # Still online for everyone; messages to bob are accepted and kept.
+    assert alice.command("whoelse")[1]["lines"] == ["bob"]
+    for i in range(3):
+        assert alice.command(f"message bob while away {i}")[1]["ok"]
+    assert alice.command("broadcast to all")[1]["ok"]
+    frame = bob.resume()
+    assert frame["status"] == "ok" and frame["resumed"] is True and "text" not in frame
+    bob.command("whoelse")
+    assert bob.texts() == ["before", "while away 0", "while away 1", "while away 2", "to all"]
+    assert bob.repeats == []
+    assert presence_of(alice, "bob") == [True]      # the login's, and nothing since
+    assert alice.command("message bob after")[1]["ok"]
+    bob.wait_for(lambda f: f.get("text") == "after")
+
+
+def test_unacknowledged_messages_come_again_on_resume_and_the_client_drops_them(make_server):
+    server = make_server(["alice", "bob"], resume_window=10)
+    alice, = login_all(server, "alice")
+    bob = Agent("bob", server.address, acks=False)
+    assert bob.login()["status"] == "ok"
+    for i in range(5):
+        assert alice.command(f"message bob {i}")[1]["ok"]
+    poll(lambda: len(bob.texts()) == 5, 5)
+    bob.drop()
+    poll(lambda: server.online["bob"].state.value == "hibernating", 5)
+    # The client showed 0-2 and acknowledged nothing; it says so on resume.
+    assert bob.resume(last=bob.frames("message")[2][1]["id"])["status"] == "ok"
+    bob.command("whoelse")
+    assert bob.texts() == ["0", "1", "2", "3", "4"]
+    assert [f["text"] for f in bob.repeats] == ["3", "4"]     # sent again, dropped by id
+
+
+def test_the_resume_window_ends_in_a_logout(make_server):
+    server = make_server(["alice", "bob"], resume_window=0.5)
+    alice, bob = login_all(server, "alice", "bob")
+    token = bob.token
+    bob.drop()
+    assert poll(lambda: presence_of(alice, "bob") == [True, False], 5)
+    assert alice.command("whoelse")[1]["lines"] == [texts.NO_OTHER_USERS_ONLINE]
+    assert alice.command("whoelsesince 60")[1]["lines"] == ["bob"]
+    # Too late to resume: the client is told to log in with its password.
+    again = Agent("bob", server.address)
+    assert again.resume(token=token, last=0)["status"] == frames.EXPIRED
+
+
+def test_a_wrong_token_is_expired_and_the_password_still_works_on_that_connection(
+        make_server):
+    server = make_server(["alice", "bob"], resume_window=10)
+    alice, bob = login_all(server, "alice", "bob")
+    bob.drop()
+    again = Agent("bob", server.address)
+    assert again.resume(token="not-the-token", last=0)["status"] == frames.EXPIRED
+    again._waiters["login"] = type(again._waiters["login"])()
+    again.send(frames.username("bob"))
+    again.send(frames.password("pw"))
+    frame = again._wait(again._waiters["login"], 10, "password")
+    assert frame["status"] == "ok"
+
+
+def test_a_password_login_takes_a_hibernating_session_over(make_server):
+    server = make_server(["alice", "bob"], resume_window=10)
+    alice, bob = login_all(server, "alice", "bob")
+    bob.drop()
+    poll(lambda: server.online["bob"].state.value == "hibernating", 5)
+    assert alice.command("message bob kept for you")[1]["ok"]
+    fresh = Agent("bob", server.address)
+    frame = fresh.login()
+    assert frame["status"] == "ok" and frame["text"] == texts.WELCOME
+    assert frame["resume"] != bob.token            # a new client, a new token
+    fresh.command("whoelse")
+    assert fresh.texts() == ["kept for you"]
+    assert presence_of(alice, "bob") == [True]
+    # The old token no longer opens the session.
+    assert Agent("bob", server.address).resume(token=bob.token, last=0)["status"] == \
+        frames.EXPIRED
+
+
+def test_a_live_session_refuses_a_password_login_but_its_token_takes_it(make_server):
+    server = make_server(["alice", "bob"], resume_window=10)
+    alice, bob = login_all(server, "alice", "bob")
+    second = Agent("bob", server.address)
+    frame = second.login()
+    assert (frame["status"], frame["text"]) == ("failed", texts.ALREADY_LOGGED_IN)
+    # The same client, back before the server saw its old connection die.
+    again = Agent("bob", server.address)
+    assert again.resume(token=bob.token, last=0)["status"] == "ok"
+    assert bob.closed.wait(5)                       # the old connection is closed
+    assert alice.command("message bob here")[1]["ok"]
+    again.wait_for(lambda f: f.get("text") == "here")
+    assert presence_of(alice, "bob") == [True]
+
+
+def test_resume_window_0_logs_out_at_once(make_server):
+    server = make_server(["alice", "bob"], resume_window=0)
+    alice, bob = login_all(server, "alice", "bob")
+    bob.drop()
+    assert poll(lambda: presence_of(alice, "bob") == [True, False], 5)
+    assert Agent("bob", server.address).resume(token=bob.token, last=0)["status"] == \
+        frames.EXPIRED
+
+
+def test_a_silent_connection_is_pinged_then_dropped_and_pongs_are_not_activity(make_server):
+    server = make_server(["alice", "bob", "carol"], resume_window=0.2, ping_after=0.3,
+                         ping_wait=0.3, timeout=3.0)
+    alice, = login_all(server, "alice")
+    bob, = login_all(server, "bob", pongs=False)      # a laptop that went to sleep
+    carol, = login_all(server, "carol")               # answers every ping
+    started = time.monotonic()
+    assert poll(lambda: presence_of(alice, "bob") == [True, False], 5)
+    assert time.monotonic() - started < 2.5
+    assert bob.frames("ping")
+    # carol answered her pings and typed nothing: logged out when idle, not before.
+    assert carol.frames("ping")
+    assert "carol" in alice.command("whoelse")[1]["lines"]
+    bye = carol._wait(carol._waiters["bye"], 10, "idle logout")
+    assert bye["text"] == texts.LOGGED_OUT_IDLE
+    assert time.monotonic() - started >= 2.9
+
+
+def test_sessions_open_at_a_crash_come_back_hibernating(tmp_path):
+    (tmp_path / "credentials.txt").write_text("alice pw\nbob pw\n")
+    server = ServerProcess(str(tmp_path), "--resume-window", "30")
+    try:
+        alice = Agent("alice", server.address)
+        bob = Agent("bob", server.address, acks=False)
+        assert alice.login()["status"] == "ok" and bob.login()["status"] == "ok"
+        assert alice.command("message bob one")[1]["ok"]
+        assert alice.command("broadcast two")[1]["ok"]
+        bob.wait_for(lambda f: f.get("text") == "two")
+        token = bob.token
+        server.kill()
+        server = ServerProcess(str(tmp_path), "--resume-window", "30")
+        alice = Agent("alice", server.address)
+        assert alice.login()["status"] == "ok"
+        assert alice.command("whoelse")[1]["lines"] == ["bob"]     # hibernating
+        assert alice.command("message bob three")[1]["ok"]
+        again = Agent("bob", server.address)
+        frame = again.resume(token=token, last=0)
+        assert frame["status"] == "ok" and frame["resumed"] is True
+        again.command("whoelse")
+        assert again.texts() == ["one", "two", "three"]
+        assert presence_of(alice, "bob") == []
+    finally:
+        server.kill()
+
+
+def test_a_hibernating_session_whose_mail_overflows_ends(make_server):
+    server = make_server(["alice", "bob"], resume_window=30, mailbox_limit=5)
+    alice, bob = login_all(server, "alice", "bob")
+    bob.drop()
+    poll(lambda: server.online["bob"].state.value == "hibernating", 5)
+    for i in range(8):
+        assert alice.command(f"message bob {i}")[1]["ok"]
+    assert poll(lambda: presence_of(alice, "bob") == [True, False], 5)
+    fresh = Agent("bob", server.address)
+    assert fresh.login()["status"] == "ok"
+    fresh.command("whoelse")
+    assert fresh.texts() == [str(i) for i in range(8)]
+    gevent.sleep(0)
