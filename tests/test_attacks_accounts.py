@@ -193,11 +193,11 @@ def test_an_account_deleted_while_its_login_is_recorded_is_not_logged_in(account
     server, creds = accounts
     original = server.mailroom.open_session
 
-    def delete_meanwhile(name, now):
+    def delete_meanwhile(name, *args):
         creds.write_text("".join(line + "\n" for line in creds.read_text().splitlines()
                                  if not line.startswith("leia ")))
         server.reload_credentials()
-        return original(name, now)
+        return original(name, *args)
     server.mailroom.open_session = delete_meanwhile
     frame = Agent("leia", server.address).login()
     assert (frame["status"], frame["text"]) == ("failed", texts.INVALID_USERNAME)

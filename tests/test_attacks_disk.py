@@ -29,8 +29,9 @@ def limit_file_size(size):
 def test_a_full_disk_refuses_what_it_cannot_keep_and_loses_nothing(tmp_path):
     (tmp_path / "credentials.txt").write_text("alice pw\nbob pw\ncarol pw\ndave pw\n")
     # Enough for the database to start, and for some of the log.
+    # No resume window: carol's dropped connection ends her session at once.
     server = ServerProcess(str(tmp_path), "--mailbox-limit-bytes", str(1 << 26),
-                           preexec_fn=limit_file_size(1 << 20))
+                           "--resume-window", "0", preexec_fn=limit_file_size(1 << 20))
     try:
         alice, bob = Agent("alice", server.address), Agent("bob", server.address)
         assert alice.login()["status"] == "ok" and bob.login()["status"] == "ok"

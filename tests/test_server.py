@@ -314,7 +314,8 @@ def test_presence_notices_and_logout(server):
     alice.wait_for(lambda f: f == {"type": "presence", "user": "bob", "online": False})
 
 
-def test_dropped_connection_counts_as_logout(server):
+def test_dropped_connection_counts_as_logout_without_a_resume_window(make_server):
+    server = make_server(USERS, resume_window=0)
     alice, bob = online(server, "alice", "bob")
     bob.sock.close()
     alice.wait_for(lambda f: f == {"type": "presence", "user": "bob", "online": False})
@@ -367,7 +368,8 @@ def test_bad_frames_end_only_that_session(server, junk, text):
     assert reply_lines(carol, "whoelse") == ["alice"]
 
 
-def test_client_vanishing_mid_frame(server):
+def test_client_vanishing_mid_frame(make_server):
+    server = make_server(USERS, resume_window=0.1)
     alice, bob = online(server, "alice", "bob")
     bob.sock.sendall(b'{"type": "command", "id": 9, "line": "message alice half')
     bob.sock.close()
