@@ -192,6 +192,12 @@ class ClientConfig:
                      help="trust the certificates in FILE (PEM) instead of the system's")
     insecure: bool = option("--insecure", False,
                             help="with --tls: do not verify the server's certificate")
+    reconnect_for: float = option("--reconnect-for", 300.0, SECONDS, metavar="SECONDS",
+                                  help="after losing the server, how long to keep trying to "
+                                       "reconnect, logging in again with the same account "
+                                       "(default: %(default)s)")
+    reconnect: bool = option("--no-reconnect", True,
+                             help="exit at once when the connection to the server is lost")
 
     def __post_init__(self):
         if (self.ca is not None or self.insecure) and not self.tls:

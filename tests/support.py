@@ -314,9 +314,12 @@ class Screen:
 
 class User:
     """A real client in a greenlet, typed at through a pipe. It types its
-    name and PASSWORD and, unless told not to, waits for the welcome."""
+    name and PASSWORD and, unless told not to, waits for the welcome. It
+    does not reconnect unless given reconnect=True: a client a test leaves
+    behind must never log in to a later test's server."""
 
     def __init__(self, name, address, welcome=True, **config):
+        config.setdefault("reconnect", False)
         self.name = name
         self.screen = Screen()
         read_fd, self.keyboard = os.pipe()

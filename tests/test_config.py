@@ -123,6 +123,13 @@ def test_client_history_switch():
     assert parse_client_args(["h", "1", "--no-history"]).history is False
 
 
+def test_client_reconnects_for_five_minutes_unless_told_not_to():
+    config = parse_client_args(["h", "1"])
+    assert (config.reconnect, config.reconnect_for) == (True, 300.0)
+    config = parse_client_args(["h", "1", "--no-reconnect", "--reconnect-for", "2"])
+    assert (config.reconnect, config.reconnect_for) == (False, 2.0)
+
+
 def test_network_prefixes_of_the_per_address_limit():
     config = parse_server_args([])
     assert (config.ipv4_prefix, config.ipv6_prefix) == (24, 64)
@@ -185,6 +192,8 @@ CLIENT_ARGUMENTS = [
     (["h", "1", "--tls"], "tls", True),
     (["h", "1", "--tls", "--ca", "c.pem"], "ca", "c.pem"),
     (["h", "1", "--tls", "--insecure"], "insecure", True),
+    (["h", "1", "--reconnect-for", "1.5"], "reconnect_for", 1.5),
+    (["h", "1", "--no-reconnect"], "reconnect", False),
 ]
 
 
@@ -258,6 +267,7 @@ BAD_SERVER_VALUES = [
 BAD_CLIENT_VALUES = [
     ("port", ["h"], ["0", "65536", "x"]),
     ("p2p_port", ["h", "1", "--p2p-port"], ["-1", "65536", "x"]),
+    ("reconnect_for", ["h", "1", "--reconnect-for"], ["0", "-1", "nan", "inf", "x"]),
 ]
 
 
@@ -300,7 +310,8 @@ def test_server_config_checks_every_range_itself(name, value):
         ServerConfig(**{"port": 0, "block_duration": 1, "timeout": 1, name: value})
 
 
-def test_client_config_checks_its_ports_itself():
-    for bad in ({"port": 0}, {"port": 65536}, {"p2p_port": -1}, {"p2p_port": 65536}):
+def test_client_config_checks_its_ranges_itself():
+    for bad in ({"port": 0}, {"port": 65536}, {"p2p_port": -1}, {"p2p_port": 65536},
+                {"reconnect_for": 0}, {"reconnect_for": -1.0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             ClientConfig(**{"host": "h", "port": 1, **bad})

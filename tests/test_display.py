@@ -121,7 +121,7 @@ def test_names_and_texts_from_every_frame_are_escaped():
         frames.reply(0, ["Error. \x1b]0;x\x07", "a\nb"], ok=False),
         frames.bye(frames.SHUTDOWN, "bye\x1b[2J"),
     ])
-    client._receive()
+    client._receive(client.conn)
     name = "^[[2Jva^Mder<U+202E>"
     assert screen.lines == [texts.presence_line(name, True), f"{name}: hi\\x9b",
                             texts.presence_line(name, False), "Error. ^[]0;x^G", "a", "  b",

@@ -123,11 +123,21 @@ def test_private_link_between_client_processes(server_process):
 
 
 def test_client_says_connection_lost_when_the_server_dies(server_process):
-    hans = client_process(server_process.port)
+    hans = client_process(server_process.port, "--reconnect-for", "1")
     login(hans, "hans", "falcon*solo")
     server_process.p.send_signal(signal.SIGKILL)
     server_process.finish()
+    hans.expect("Connection to server lost. Reconnecting...")
     hans.expect("Connection to server lost")
+    assert hans.finish() == 1
+
+
+def test_client_with_no_reconnect_exits_when_the_server_dies(server_process):
+    hans = client_process(server_process.port, "--no-reconnect")
+    login(hans, "hans", "falcon*solo")
+    server_process.p.send_signal(signal.SIGKILL)
+    server_process.finish()
+    assert hans.expect(re.compile("Connection")) == "Connection to server lost"
     assert hans.finish() == 1
 
 

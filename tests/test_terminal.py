@@ -87,9 +87,9 @@ def environment(tmp_path):
     return env
 
 
-def hans_in_a_terminal(server_process, tmp_path, shell_after=None):
+def hans_in_a_terminal(server_process, tmp_path, shell_after=None, options=()):
     command = [sys.executable, CLIENT_SCRIPT, "127.0.0.1", str(server_process.port),
-               "--user", "hans"]
+               "--user", "hans", *options]
     if shell_after:
         # Run a command in the same terminal after the client has gone.
         # The shell shrugs off the Ctrl-C meant for the client (a trapped
@@ -191,7 +191,8 @@ def settings_after(term):
 
 @pytest.mark.parametrize("way_out", ["ctrl-c", "sigterm", "server-killed"])
 def test_the_terminal_is_restored_on_every_way_out(server_process, tmp_path, way_out):
-    term = hans_in_a_terminal(server_process, tmp_path, shell_after=SETTINGS)
+    term = hans_in_a_terminal(server_process, tmp_path, shell_after=SETTINGS,
+                              options=("--reconnect-for", "2"))
     term.type("message nobody half a li")          # mid-line, in every case
     term.wait(lambda t: t.input_line()[0] == "> message nobody half a li", "the typed text")
     if way_out == "ctrl-c":
@@ -202,6 +203,10 @@ def test_the_terminal_is_restored_on_every_way_out(server_process, tmp_path, way
     else:
         server_process.p.kill()
         server_process.p.wait()
+        term.wait_row(STAMP + re.escape("Connection to server lost. Reconnecting..."))
+        # The half-typed line is still there while it tries.
+        term.wait(lambda t: t.input_line()[0] == "> message nobody half a li",
+                  "the typed text, kept")
         term.wait_row(STAMP + "Connection to server lost")
     modes, blocking = settings_after(term)
     assert "Traceback" not in term.output and "KeyboardInterrupt" not in term.output

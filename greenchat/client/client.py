@@ -4,9 +4,31 @@ Strategy: after login, greenlets run side by side and never block each other
 or the hub: `_receive` reads frames from the server and prints them as they
 come; `_keyboard` reads typed lines and sends them; the peer listener accepts
 private links, and each private link is read by a greenlet of its own.
-Whichever learns that the session is over (a goodbye frame, a lost
-connection) sets `self.done` with the exit status, and `run` returns it.
-Private links are closed on every way out, so the peer always hears of it.
+Whichever learns that the session is over (a goodbye or error frame, the
+end of input, a reconnect that gives up) sets `self.done` with the exit
+status, and `run` returns it. Private links are closed on every way out, so
+the peer always hears of it.
+
+A connection lost after login (end of stream, a reset, a failed read or
+send, a frame too large: not a `bye` or `error` frame, which end the
+session) is news for `_dropped`, which only the first greenlet to learn of
+it gets through: it clears `connected` and starts `_reconnect` in a greenlet
+of its own (with --no-reconnect, the session ends as before). `_reconnect`
+says so once, ends the private links, and tries again with backoff for
+--reconnect-for seconds (a connection lost again soon after is the same
+outage: its time and backoff go on): each try is a new connection, the hello, and a
+`resume` with the login's token if the server gave one, else (or if it is
+`expired`) the username and the password kept from the first login. A
+refused password, a locked account or any other `failed` status is shown and
+ends the session at once, never trying into a lock; `This account is
+already logged in` is likely the server not having noticed the old
+connection's end yet, and is tried again. Once in, the command whose reply
+is awaited goes again (its txn, with `retry`), an ack goes for what was
+shown meanwhile, a new receiver starts and `connected` is set. The keyboard
+waits on `connected` before it sends anything, so lines typed meanwhile wait
+in the console, are sent once, and in order; its wait for a reply starts
+again when the command is sent again. The peer listener, the console (typed
+line and history), `last_id` and `shown_txns` live on across connections.
 
 Typed lines are parsed with the shared command table: "local" commands (help)
 are answered here, "peer" commands (private, stopprivate) go over the private
@@ -41,7 +63,7 @@ batched (ACK_DELAY after the first unacknowledged message, or at once on the
 ACK_EVERY-th). A message is shown once: one whose id is not above `last_id`,
 or whose (sender, txn) pair is among the last TXN_MEMORY shown, is dropped
 (and acknowledged: the server sent it again for want of an ack). Both
-records are the Client's, not a connection's, so they will outlive one.
+records are the Client's, not a connection's: they outlive one.
 
 A `history` answer is shown a message a line, stamped in local time.
 
@@ -49,6 +71,7 @@ Private links are links.py's; their protocol is peer.py's.
 """
 
 import logging
+import random
 import secrets
 import signal
 import sys
@@ -66,7 +89,13 @@ from greenchat.client.console import default_history_path, visible
 from greenchat.client.lineedit import Completer
 from greenchat.client.links import PrivateLinks
 from greenchat.commands import COMMANDS, parse_line
-from greenchat.errors import GreenchatError, InvalidCommand, ProtocolError, TLSError
+from greenchat.errors import (
+    ConnectionLost,
+    GreenchatError,
+    InvalidCommand,
+    ProtocolError,
+    TLSError,
+)
 from greenchat.transport import FrameConnection
 
 log = logging.getLogger("greenchat.client")
@@ -87,6 +116,18 @@ ACK_DELAY = 0.1
 ACK_EVERY = 64
 # How many (sender, txn) pairs of messages shown are remembered.
 TXN_MEMORY = 4096
+# Reconnecting: the first try this long after the loss, each next one twice
+# as long after the last, up to RETRY_MAX; each delay is cut to a random
+# 50-100% of itself, so that clients dropped together do not all come back
+# at once.
+RETRY_FIRST = 0.5
+RETRY_MAX = 30.0
+# A connection lost less than this long after a reconnect made it is lost in
+# the same outage: the backoff goes on, and --reconnect-for counts from the
+# first loss. So a server that drops every session at once, or a reply too
+# large to take that a retry brings back every time, cannot keep the client
+# reconnecting for ever.
+STABLE_AFTER = 30.0
 
 
 class Client:
@@ -95,7 +136,17 @@ class Client:
         self.console = console
         self.conn = None
         self.user = None
+        self.password = None       # the one that logged in, to log in again (memory only)
+        self.resume_token = None   # the login's resume token, if the server gave one
         self.done = AsyncResult()
+        # Set while logged in on a live connection; `disconnected`, its
+        # opposite from the first login on, lets a wait wake at a loss.
+        self.connected = Event()
+        self.disconnected = Event()
+        self._receiver = None      # the greenlet reading the current connection
+        self._outage = None        # (deadline, next delay) of the last reconnect...
+        self._up_since = None      # ...and when it succeeded
+        self._workers = Group()    # receivers and the reconnector: none outlives the session
         self._next_id = 0
         self.answered = Event()  # set while no command of ours awaits its answer
         self.answered.set()
@@ -122,7 +173,7 @@ class Client:
         self._on = {"message": self._on_message, "presence": self._on_presence,
                     "reply": self._on_reply, "private_offer": self._on_offer,
                     "private_stop": self._on_private_stop, "bye": self._on_end,
-                    "error": self._on_end}
+                    "error": self._on_end, "ping": self._on_ping}
         self.handlers = {commands.PRIVATE: self.links.private,
                           commands.STOPPRIVATE: self.links.stopprivate,
                           commands.HELP: self.cmd_help}
@@ -211,14 +262,10 @@ class Client:
                     password = console.read_secret()
                     if password is None:
                         return False
-                    listener = self.listener
-                    if listener is None:
-                        self.conn.send(frames.password(password))
-                    else:
-                        self.conn.send(frames.password(password, listener.host,
-                                                       listener.address[1], listener.fingerprint))
+                    self.conn.send(frames.password(password, *self._p2p()))
                     status = self._login_status(("ok", "password", "failed"), name)
                     if status == "ok":
+                        self.password = password
                         return True
                     if status == "failed":
                         return False
@@ -237,7 +284,16 @@ class Client:
             self.console.show(text)
         if status == "ok":
             self.user = self.links.me = self.names.me = name if user is None else user
+            self.resume_token = frames.optional_string(answer, "resume")
         return status
+
+    def _p2p(self):
+        """The p2p arguments of a password or resume frame: where this
+        client takes private links, or () without a listener."""
+        listener = self.listener
+        if listener is None:
+            return ()
+        return listener.host, listener.address[1], listener.fingerprint
 
     # The session ------------------------------------------------------------
 
@@ -249,7 +305,8 @@ class Client:
         # leave through the same `finally` that gives the terminal back.
         handlers = [gevent.signal_handler(signum, self._terminated)
                     for signum in (signal.SIGTERM, signal.SIGHUP)]
-        receiver = gevent.spawn(self._receive)
+        self.connected.set()
+        self._receiver = self._workers.spawn(self._receive, self.conn)
         keyboard = gevent.spawn(self._keyboard)
         try:
             return self.done.get()
@@ -264,8 +321,10 @@ class Client:
         finally:
             for handler in handlers:
                 handler.cancel()
+            # Over: a loss from here on is no news, and nothing sends.
+            self.connected.clear()
             keyboard.kill()
-            receiver.kill()
+            self._workers.kill()
             self._ack_timer = None
             self._ackers.kill(timeout=1)
             self.links.close_all()
@@ -299,6 +358,157 @@ class Client:
             self.console.show(texts.CONNECTION_LOST)
         self._finish(1)
 
+    def _dropped(self, conn):
+        """`conn` failed. If it is the session's connection, and this is the
+        first news of it, reconnect (with --no-reconnect, end the session)."""
+        if conn is not self.conn or not self.connected.is_set() or self.done.ready():
+            return
+        self.connected.clear()
+        self.disconnected.set()
+        if self.config.reconnect:
+            self._workers.spawn(self._reconnect, conn)
+        else:
+            self._lost()
+
+    def _send(self, frame):
+        """Send `frame` on the session's connection: False if it is down (a
+        failure is handed to _dropped)."""
+        conn = self.conn
+        if not self.connected.is_set():
+            return False
+        try:
+            conn.send(frame)
+        except GreenchatError as exc:
+            log.debug("send failed: %s", exc)
+            self._dropped(conn)
+            return False
+        return True
+
+    def _wait_connected(self):
+        """Wait while a reconnect is under way; False if it never ended."""
+        return self.connected.wait(self.config.reconnect_for + HANDSHAKE_TIMEOUT)
+
+    # Reconnecting -----------------------------------------------------------
+
+    def _reconnect(self, old):
+        """The connection `old` was lost: log in again, or end the session."""
+        with self._last_line("reconnecting"):
+            # Nothing reads or writes `old` any more. What the ack greenlets
+            # would acknowledge goes once a new connection is up.
+            receiver, self._receiver = self._receiver, None
+            if receiver is not None:
+                receiver.kill()
+            self._ack_timer = None
+            self._ackers.kill()
+            old.close()
+            self.console.show(texts.RECONNECTING)
+            self.links.end_all()
+            now = time.monotonic()
+            if self._outage is not None and now - self._up_since < STABLE_AFTER:
+                deadline, delay = self._outage
+            else:
+                deadline, delay = now + self.config.reconnect_for, RETRY_FIRST
+            busy = None         # the text of the last refusal that was worth a retry
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                gevent.sleep(min(left, delay * random.uniform(0.5, 1.0)))
+                delay = min(delay * 2, RETRY_MAX)
+                if time.monotonic() >= deadline:
+                    break
+                try:
+                    conn = self._log_in_again(deadline)
+                except _Refused:
+                    self._finish(1)         # the server said why
+                    return
+                except _Busy as exc:
+                    busy = exc.text
+                    log.debug("reconnect: %s", exc.text)
+                    continue
+                except (GreenchatError, OSError) as exc:
+                    busy = None
+                    log.debug("reconnect attempt failed: %s", exc)
+                    continue
+                self.conn = conn
+                self._outage, self._up_since = (deadline, delay), time.monotonic()
+                self.disconnected.clear()
+                self.console.show(texts.RECONNECTED)
+                self._receiver = self._workers.spawn(self._receive, conn)
+                self.connected.set()
+                return
+            if busy is not None:
+                self.console.show(busy)
+            self._lost()
+
+    def _log_in_again(self, deadline):
+        """One try: a new connection, logged in as before, the awaited
+        command sent again and what was shown acknowledged; that connection.
+
+        Raises _Refused (the server's text shown) if the server will not log
+        us in, _Busy if the account is still logged in, GreenchatError or
+        OSError for anything else worth another try. No step waits past
+        `deadline`."""
+        def left(most):
+            return max(0.01, min(most, deadline - time.monotonic()))
+
+        conn = FrameConnection.connect(self.config.host, self.config.port,
+                                       left(self.config.connect_timeout), SERVER_MAX_FRAME,
+                                       tls_context=self.tls_context)
+        try:
+            conn.send(frames.hello(f"greenchat-client {__version__}"))
+            hello = conn.read(left(HANDSHAKE_TIMEOUT))
+            if hello is None or hello["type"] != "hello" or not frames.speaks_our_version(hello):
+                raise ProtocolError(f"no hello of our version: {hello!r}")
+            answer = None
+            if self.resume_token is not None:
+                conn.send(frames.resume(self.user, self.resume_token, self.last_id or 0,
+                                        *self._p2p()))
+                answer = self._login_step(conn, left(HANDSHAKE_TIMEOUT),
+                                          (frames.LOGGED_IN, frames.EXPIRED), (frames.FAILED,))
+            if answer is None or answer["status"] != frames.LOGGED_IN:
+                conn.send(frames.username(self.user))
+                self._login_step(conn, left(HANDSHAKE_TIMEOUT), (frames.ASK_PASSWORD,),
+                                 (frames.ASK_USERNAME, frames.FAILED))
+                conn.send(frames.password(self.password, *self._p2p()))
+                answer = self._login_step(conn, left(HANDSHAKE_TIMEOUT), (frames.LOGGED_IN,),
+                                          (frames.ASK_PASSWORD, frames.FAILED))
+            self.resume_token = frames.optional_string(answer, "resume")
+            if self.awaited_txn is not None:
+                self._next_id += 1
+                conn.send(frames.command(self._next_id, self.awaited_line,
+                                         txn=self.awaited_txn, retry=True))
+            if self._unacked and self.last_id is not None:
+                conn.send(frames.ack(self.last_id))
+                self._unacked = 0
+            return conn
+        except BaseException:
+            conn.close()
+            raise
+
+    def _login_step(self, conn, timeout, goes_on, refused):
+        """The login frame answering a step of a new login, if its status is
+        one of `goes_on`. A status in `refused` is shown and raises _Refused,
+        but `This account is already logged in` raises _Busy; an error or a
+        bye frame, or any other status, are for another try."""
+        frame = conn.read(timeout)
+        if frame is None:
+            raise ProtocolError("the server did not answer")
+        if frame["type"] in ("error", "bye"):
+            raise ConnectionLost(f"the server ended the login: {frame.get('text')!r}")
+        if frame["type"] != "login":
+            raise ProtocolError(f"expected login, got {frame['type']!r}")
+        status, text = (frames.optional_string(frame, member) for member in ("status", "text"))
+        if status in goes_on:
+            return frame
+        if status == frames.FAILED and text == texts.ALREADY_LOGGED_IN:
+            raise _Busy(text)
+        if status not in refused:
+            raise ProtocolError(f"unexpected login status {status!r}")
+        if text is not None:
+            self.console.show(text)
+        raise _Refused()
+
     @contextmanager
     def _last_line(self, what):
         """The last line of defence around a greenlet's work: a bug logs its
@@ -310,14 +520,14 @@ class Client:
             log.exception("unexpected error %s; ending the session", what)
             self._lost()
 
-    def _receive(self):
+    def _receive(self, conn):
         with self._last_line("reading the server"):
             try:
-                while not self._on_frame(self.conn.read()):
+                while not self._on_frame(conn.read()):
                     pass
             except GreenchatError as exc:
                 log.debug("receive ended: %s", exc)
-                self._lost()
+                self._dropped(conn)
 
     def _on_frame(self, frame):
         """Act on one frame from the server; True if it ended the session."""
@@ -368,25 +578,28 @@ class Client:
             self._ackers.add(self._ack_timer)
 
     def _ack_later(self):
-        self._ack_timer = None      # from here on only the session's end kills it
+        self._ack_timer = None      # from here on only the session's end (or a loss) kills it
         with self._last_line("acknowledging messages"):
-            try:
-                self._send_ack()
-            except GreenchatError as exc:
-                log.debug("ack failed: %s", exc)
-                self._lost()
+            self._send_ack()
 
     def _flush_ack(self):
-        """Acknowledge now whatever is waiting (raises GreenchatError)."""
+        """Acknowledge now whatever is waiting."""
         timer, self._ack_timer = self._ack_timer, None
         if timer is not None:
             timer.kill(block=False)     # not started: it has sent nothing
         self._send_ack()
 
     def _send_ack(self):
+        """Acknowledge up to last_id; what a lost connection did not take
+        is acknowledged on the next one (_log_in_again)."""
         if self._unacked and self.last_id is not None:
-            self._unacked = 0
-            self.conn.send(frames.ack(self.last_id))
+            count, self._unacked = self._unacked, 0
+            sent = False
+            try:
+                sent = self._send(frames.ack(self.last_id))
+            finally:
+                if not sent:
+                    self._unacked += count
 
     def _on_presence(self, frame):
         user, online = frames.string_or_none(frame, "user"), frame.get("online")
@@ -405,10 +618,19 @@ class Client:
         if user is not None:
             self.links.end(user)
 
+    def _on_ping(self, frame):
+        self._send(frames.pong())
+
     def _on_end(self, frame):
-        """A bye or an error frame: the session is over."""
-        text = frames.optional_string(frame, "text")
-        reason = frames.optional_string(frame, "reason") if frame["type"] == "bye" else None
+        """A bye or an error frame: the session is over, whatever its members
+        (one of the wrong type ends it as a lost connection, not a reconnect)."""
+        try:
+            text = frames.optional_string(frame, "text")
+            reason = frames.optional_string(frame, "reason") if frame["type"] == "bye" else None
+        except ProtocolError as exc:
+            log.debug("session ended: %s", exc)
+            self._lost()
+            return True
         if text is not None:
             self.console.show(text)
         self._finish(0 if reason in (frames.LOGOUT, frames.IDLE) else 1)
@@ -472,52 +694,68 @@ class Client:
 
     def _read_keyboard(self):
         self._prompt()
-        try:
-            while True:
-                line = self.console.read_line()
-                if line is None:
-                    self._request_logout()
-                    gevent.sleep(LOGOUT_WAIT)
-                    self._finish(1)
+        while True:
+            line = self.console.read_line()
+            if line is None:
+                self._wait_connected()
+                self._request_logout()
+                gevent.sleep(LOGOUT_WAIT)
+                self._finish(1)
+                return
+            if not line.strip():
+                self._prompt()
+                continue
+            try:
+                spec, args = parse_line(line)
+            except InvalidCommand:
+                spec, args = None, ()
+            if spec in self.handlers:
+                self.handlers[spec](*args)
+                self._prompt()
+                continue
+            if spec is commands.STARTPRIVATE and args[0] in self.links:
+                # Only this client knows its links; the server checks the rest.
+                self.console.show(texts.private_already_active(args[0]))
+                self._prompt()
+                continue
+            # During a reconnect the line waits, and the next ones in the console.
+            if not self._wait_connected():
+                return
+            self._send_command(line, spec)
+            self._await_reply()
+
+    def _await_reply(self):
+        """Wait for the reply to the command sent last, REPLY_WAIT from the
+        moment it went: a reconnect sends it again, and the wait starts over."""
+        deadline = time.monotonic() + REPLY_WAIT
+        while not self.answered.is_set():
+            if not self.connected.is_set():
+                if not self._wait_connected():
                     return
-                if not line.strip():
-                    self._prompt()
-                    continue
-                try:
-                    spec, args = parse_line(line)
-                except InvalidCommand:
-                    spec, args = None, ()
-                if spec in self.handlers:
-                    self.handlers[spec](*args)
-                    self._prompt()
-                    continue
-                if spec is commands.STARTPRIVATE and args[0] in self.links:
-                    # Only this client knows its links; the server checks the rest.
-                    self.console.show(texts.private_already_active(args[0]))
-                    self._prompt()
-                    continue
-                self._send_command(line, spec)
-                self.answered.wait(REPLY_WAIT)
-        except GreenchatError as exc:
-            log.debug("keyboard ended: %s", exc)
-            self._lost()
+                deadline = time.monotonic() + REPLY_WAIT
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            gevent.wait([self.answered, self.disconnected], timeout=left, count=1)
 
     def _send_command(self, line, spec=None):
-        """Send a typed line (its spec, if it parsed) as the next command."""
+        """Send a typed line (its spec, if it parsed) as the next command; if
+        the connection is lost, the reconnect sends it again."""
         self._next_id += 1
         self._txn_count += 1
         self.answered.clear()
         self._asked = spec        # the keyboard waits for each reply in turn
         self.awaited_txn, self.awaited_line = f"{self._txn_prefix}.{self._txn_count}", line
-        self.conn.send(frames.command(self._next_id, line, txn=self.awaited_txn))
+        self._send(frames.command(self._next_id, line, txn=self.awaited_txn))
 
     def _request_logout(self):
-        try:
-            # What was shown is acknowledged first, or it would come again.
-            self._flush_ack()
-            self._send_command("logout", commands.LOGOUT)
-        except GreenchatError:
-            self._finish(1)
+        if not self.connected.is_set():
+            self._finish(1)         # nobody to say goodbye to
+            return
+        # What was shown is acknowledged first, or it would come again.
+        self._flush_ack()
+        self._send_command("logout", commands.LOGOUT)
 
     # Local commands ---------------------------------------------------------
 
@@ -530,3 +768,12 @@ class Client:
 
 class _Refused(Exception):
     """The server ended the login with a message already shown."""
+
+
+class _Busy(Exception):
+    """A new login was refused as the account is logged in still: the
+    server has likely not yet seen the lost connection end."""
+
+    def __init__(self, text):
+        super().__init__(text)
+        self.text = text

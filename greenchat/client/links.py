@@ -7,8 +7,9 @@ Strategy
   connects to our listener with a token the server gave us (`accept`).
 - Either way it is read until it ends, and it ends once: a `stop` frame, a
   closed connection, a `private_stop` from the server (a block), our
-  `stopprivate`, or the client leaving. Each way shows `Private messaging
-  with USER stopped` once (none when the client leaves).
+  `stopprivate`, the connection to the server lost (`end_all`), or the
+  client leaving. Each way shows `Private messaging with USER stopped` once
+  (none when the client leaves).
 """
 
 import logging
@@ -97,6 +98,12 @@ class PrivateLinks:
         current.close()
         if not quiet:
             self.console.show(texts.private_stopped(user))
+
+    def end_all(self):
+        """The connection to the server was lost: every link ends, its peer
+        told, each end shown."""
+        for user in list(self._links):
+            self.end(user, notify=True)
 
     def close_all(self):
         """The client is leaving: every peer is told, quietly."""
