@@ -102,15 +102,17 @@ class Chat:
 
     # Comings and goings -----------------------------------------------------
 
-    def came_online(self, session):
-        """`session`'s user is online (its stored messages still to go out)."""
+    def came_online(self, session, announce=True):
+        """`session`'s user is online (its stored messages still to go out);
+        not announced for a session restored after a restart."""
         session.state = LOADING
         # Every id handed out from here on sees this user online.
         session.live_from = self.mailroom.next_id
         self.mailroom.went_live(session)
         # Its own event first: a batch that goes out at once must not reach
         # it with the events before it (online_since would still be 0).
-        session.online_since = self.presence.announce(session.user, True)
+        if announce:
+            session.online_since = self.presence.announce(session.user, True)
         self.online[session.user] = session
 
     def went_offline(self, session, now, announce=True):

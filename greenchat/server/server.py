@@ -461,7 +461,7 @@ class ChatServer:
         """A session open when the server stopped comes back hibernating."""
         session = Session(None, None, None, None, self.config)
         session.user, session.login_id, session.acked = user, login_id, acked
-        self.chat.came_online(session)
+        self.chat.came_online(session, announce=False)
         self._hibernate(session)
 
     def _hibernate(self, session):
