@@ -254,6 +254,8 @@ class Engine:
 
     def received(self, conn, data, now):
         """Note the message ids in `data`; acknowledge them when due."""
+        if not conn.acks:
+            return
         count, upto, conn.partial = scan(data)
         if not count:
             return
@@ -317,6 +319,8 @@ def cmd_fanout(a):
     # to its sender anyway.
     sender.acks = False
     receivers = [Conn(f"u{i + 1}") for i in range(a.n)]
+    for conn in receivers:
+        conn.acks = not a.no_acks
     t0 = time.perf_counter()
     if eng.establish([sender], 1, deadline) != 1:
         sys.exit(f"sender login failed: {sender.dead}")
@@ -540,6 +544,8 @@ def main(argv=None):
                    help="messages the sender may run ahead of the receivers (0: no limit)")
     f.add_argument("--connect-window", type=int, default=20)
     f.add_argument("--setup-timeout", type=float, default=120.0)
+    f.add_argument("--no-acks", action="store_true",
+                   help="receivers never acknowledge (to measure what acks cost)")
     lat = sub.add_parser("latency")
     lat.add_argument("-k", type=int, default=2000)
     lat.add_argument("--warmup", type=int, default=200)
