@@ -197,3 +197,37 @@ def test_a_hibernating_session_whose_mail_overflows_ends(make_server):
     fresh.command("whoelse")
     assert fresh.texts() == [str(i) for i in range(8)]
     gevent.sleep(0)
+
+
+def test_a_deleted_accounts_hibernating_session_ends(make_server, tmp_path):
+    server = make_server(["alice", "bob"], resume_window=30)
+    alice, bob = login_all(server, "alice", "bob")
+    bob.drop()
+    poll(lambda: server.online["bob"].state.value == "hibernating", 5)
+    (tmp_path / "credentials.txt").write_text("alice pw\n")
+    server.reload_credentials()
+    assert poll(lambda: "bob" not in server.online, 5)
+    assert alice.command("whoelse")[1]["lines"] == [texts.NO_OTHER_USERS_ONLINE]
+
+
+def test_a_resumes_last_is_recorded_as_acknowledged(make_server):
+    server = make_server(["alice", "bob"], resume_window=30)
+    alice, = login_all(server, "alice")
+    bob = Agent("bob", server.address, acks=False)
+    assert bob.login()["status"] == "ok"
+    for i in range(3):
+        assert alice.command(f"message bob {i}")[1]["ok"]
+    poll(lambda: len(bob.texts()) == 3, 5)
+    last = bob.frames("message")[-1][1]["id"]
+    bob.drop()
+    poll(lambda: server.online["bob"].state.value == "hibernating", 5)
+    again = Agent("bob", server.address, acks=False)
+    assert again.resume(token=bob.token, last=last)["status"] == "ok"
+    again.command("whoelse")
+    assert again.texts() == []
+    # Written to the store: a later login (a new client) starts after it.
+    again.logout()
+    fresh = Agent("bob", server.address)
+    assert fresh.login()["status"] == "ok"
+    fresh.command("whoelse")
+    assert fresh.texts() == []

@@ -447,11 +447,12 @@ class ChatServer:
 
     def _take_over(self, session, old, last, welcome):
         """`session` becomes hibernating session `old`, with no presence
-        change; what it had not acknowledged follows the backlog."""
-        session.take_over(old, last)
+        change, its client having shown every id up to `last`; what it had
+        not acknowledged follows the backlog."""
+        session.take_over(old)
         name = session.user
-        if session.acked > old.acked:
-            self.mailroom.acknowledged(session, session.acked)
+        self.mailroom.acknowledged(session, last)
+        session.hold_unacknowledged()
         self.online[name] = session
         session.send(welcome)
         log.info("%s resumed from %s:%s", name, *session.address[:2])
@@ -638,7 +639,12 @@ class ChatServer:
     def _end_account(self, name):
         """A deleted account: its session ends, and memory forgets it."""
         session = self.online.get(name)
-        if session is not None:
+        if session is not None and session.state is HIBERNATING:
+            session.end_reason = frames.REMOVED
+            session.state = CLOSING
+            session.wake.set()
+            self._finish(session, "account removed")
+        elif session is not None:
             session.end_reason = frames.REMOVED
             shutdown(session.sock, SHUT_RD)
         self.chat.forget(name)

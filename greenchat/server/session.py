@@ -172,18 +172,18 @@ class Session:
             del ids[:done], self.unacked[:done]
         return True
 
-    def take_over(self, old, last):
-        """Become hibernating session `old` on this connection, its client
-        having shown every id up to `last`: what it had not acknowledged is
-        held back for catch_up to send after the backlog."""
+    def take_over(self, old):
+        """Become hibernating session `old` on this connection."""
         old.state = CLOSING
         old.wake.set()
         for name in ("user", "login_id", "online_since", "live_from", "backlog_upto", "acked",
                      "unacked_ids", "unacked", "unacked_bytes"):
             setattr(self, name, getattr(old, name))
-        self.acknowledge(last)
-        self.pending = [frame for frame in self.unacked if frame]
         self.state = LOADING
+
+    def hold_unacknowledged(self):
+        """What it had not acknowledged waits for catch_up, after the backlog."""
+        self.pending = [frame for frame in self.unacked if frame]
 
     def unacknowledged(self):
         """The ids this session took live and its client never acknowledged."""
