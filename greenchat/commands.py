@@ -2,9 +2,12 @@
 
 Every command a user can type is declared here once: its name, the arguments
 it takes, where it runs (on the server, over a peer link, or in the client
-alone), and what else a client needs to know of it (its answer lists user
-names). `parse_line` is the single path for argument checks and unknown
-commands: whatever it rejects becomes `Error. Invalid command`, on either side.
+alone), its aliases, and what else a client needs to know of it (its answer
+lists user names). Every command also answers to its name with a leading
+`/` (`/msg`, `/quit`, `/whoelse`), on the server and in every client alike.
+`parse_line` is the single path for argument checks and unknown commands:
+whatever it rejects becomes `Error. Invalid command`, on either side, and
+`hint` says what a client may add to it.
 
 A line holding a lone surrogate (JSON can carry "\\ud800", UTF-8 cannot) is
 refused like any other invalid line, so no text that cannot be stored, sent
@@ -26,6 +29,7 @@ its syntax.
 import re
 from dataclasses import dataclass
 
+from greenchat import texts
 from greenchat.errors import InvalidCommand
 
 SERVER, PEER, LOCAL = "server", "peer", "local"
@@ -38,6 +42,7 @@ class CommandSpec:
     where: str
     summary: str
     lists_users: bool = False      # its answer's lines are user names
+    aliases: tuple = ()            # other names it answers to (`msg` for message)
 
     @property
     def syntax(self):
@@ -46,14 +51,14 @@ class CommandSpec:
 
 
 MESSAGE = CommandSpec("message", ("user", "text"), SERVER,
-                      "send TEXT to USER (stored if USER is offline)")
+                      "send TEXT to USER (stored if USER is offline)", aliases=("msg",))
 BROADCAST = CommandSpec("broadcast", ("text",), SERVER, "send TEXT to every online user")
 WHOELSE = CommandSpec("whoelse", (), SERVER, "list the other users online now", lists_users=True)
 WHOELSESINCE = CommandSpec("whoelsesince", ("seconds",), SERVER,
                            "list the users online in the last SECONDS", lists_users=True)
 BLOCK = CommandSpec("block", ("user",), SERVER, "stop USER's messages and presence reaching you")
 UNBLOCK = CommandSpec("unblock", ("user",), SERVER, "undo a block")
-LOGOUT = CommandSpec("logout", (), SERVER, "end the session")
+LOGOUT = CommandSpec("logout", (), SERVER, "end the session", aliases=("quit",))
 STARTPRIVATE = CommandSpec("startprivate", ("user",), SERVER, "open a direct private link to USER")
 PRIVATE = CommandSpec("private", ("user", "text"), PEER, "send TEXT to USER over the private link")
 STOPPRIVATE = CommandSpec("stopprivate", ("user",), PEER, "close the private link to USER")
@@ -64,6 +69,27 @@ HELP = CommandSpec("help", (), LOCAL, "list the commands")
 COMMANDS = {spec.name: spec for spec in (MESSAGE, BROADCAST, WHOELSE, WHOELSESINCE, BLOCK,
                                          UNBLOCK, LOGOUT, STARTPRIVATE, PRIVATE, STOPPRIVATE,
                                          HISTORY, HELP)}
+
+# Every name a command answers to, aliases included.
+NAMES = {name: spec for spec in COMMANDS.values() for name in (spec.name, *spec.aliases)}
+
+
+def lookup(word):
+    """The command `word` names: a name or an alias, with or without a
+    leading `/` (as IRC clients type them); None if it names none."""
+    return NAMES.get(word[1:] if word.startswith("/") else word)
+
+
+def hint(line):
+    """A word of help for a line the parser refused: the command's usage,
+    that commands are lower case, or where to find them."""
+    word = line.split(None, 1)[0] if line.strip() else ""
+    spec = lookup(word)
+    if spec is not None:
+        return texts.usage_hint(spec.syntax)
+    if lookup(word.lower()) is not None:
+        return texts.LOWER_CASE_HINT
+    return texts.NOT_A_COMMAND_HINT
 
 
 _WORD = re.compile(r"\s*(\S+)")
@@ -84,7 +110,7 @@ def parse_line(line):
         raise InvalidCommand()
     line = line.rstrip("\r\n")
     match = _WORD.match(line)
-    spec = COMMANDS.get(match.group(1)) if match else None
+    spec = lookup(match.group(1)) if match else None
     if spec is None:
         raise InvalidCommand()
     pos = match.end()

@@ -103,6 +103,16 @@ def presence_line(user, online):
     return f"{user} logged in" if online else f"{user} logged out"
 
 
+# Hints: a terminal's alone, dim, never in piped mode
+HELP_HINT = "Type help for the commands."
+LOWER_CASE_HINT = "commands are lower case"
+NOT_A_COMMAND_HINT = "type help for the commands"
+
+
+def usage_hint(syntax):
+    return f"usage: {syntax}"
+
+
 def history_line(stamp, sender, text):
     """One message of a `history` answer; `stamp` is "YYYY-MM-DD HH:MM" in
     the client's local time."""

@@ -72,3 +72,31 @@ def test_unhandled_names_the_gaps():
     assert "broadcast" in unhandled(table, SERVER)
     assert "message" not in unhandled(table, SERVER)
     assert unhandled(table, LOCAL) == ["help"]
+
+
+def test_aliases_and_a_leading_slash_name_the_same_command():
+    from greenchat.commands import LOGOUT, MESSAGE, NAMES, WHOELSE
+    assert parse_line("/msg yoda hi there") == (MESSAGE, ("yoda", "hi there"))
+    assert parse_line("msg yoda hi") == (MESSAGE, ("yoda", "hi"))
+    assert parse_line("/message yoda hi") == (MESSAGE, ("yoda", "hi"))
+    assert parse_line("/quit") == (LOGOUT, ())
+    assert parse_line("/whoelse") == (WHOELSE, ())
+    # No alias hides a command, and every name is one command's.
+    assert len(NAMES) == len(COMMANDS) + sum(len(s.aliases) for s in COMMANDS.values())
+    for line in ("//whoelse", "/", "/Whoelse", "Quit"):
+        with pytest.raises(InvalidCommand):
+            parse_line(line)
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("message yoda", "usage: message USER TEXT"),
+    ("/msg", "usage: message USER TEXT"),
+    ("history", "usage: history USER [N]"),
+    ("Whoelse", "commands are lower case"),
+    ("MESSAGE yoda hi", "commands are lower case"),
+    ("hello there", "type help for the commands"),
+    ("", "type help for the commands"),
+])
+def test_a_refused_line_gets_a_hint(line, expected):
+    from greenchat.commands import hint
+    assert hint(line) == expected

@@ -219,3 +219,21 @@ def test_tls_end_to_end_with_mkcert_and_a_private_link(tmp_path):
     finally:
         server.p.send_signal(signal.SIGTERM)
         assert server.finish() == 0
+
+
+def test_piped_mode_prints_the_protocols_texts_alone(server_process):
+    # A scripted session: no hints, stamps or marks, one line an event; the
+    # aliases and the leading slash work here as on a terminal.
+    hans, yoda = hans_and_yoda(server_process.port)
+    for line in ("Whoelse", "message hans", "hello there", "/msg hans hi", "msg hans there",
+                 "/whoelse", "/quit"):
+        yoda.write(line)
+    assert yoda.finish() == 0
+    hans.expect("yoda: there")
+    lines = [line for line in (yoda.buffer + yoda.p.stdout.read()).decode().splitlines()
+             if line]
+    assert lines[-5:] == ["Error. Invalid command", "Error. Invalid command",
+                          "Error. Invalid command", "hans", "Goodbye"]
+    assert not any("help" in line or "usage" in line or "lower case" in line for line in lines)
+    hans.write("logout")
+    assert hans.finish() == 0

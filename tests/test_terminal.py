@@ -225,3 +225,22 @@ def test_ctrl_c_at_the_password_prompt_leaves_quietly_with_echo_back(server_proc
     assert "status 130" in term.output
     assert "Traceback" not in term.output and "KeyboardInterrupt" not in term.output
     assert modes == {"icanon", "echo", "ixon"} and blocking == ("False", "False")
+
+
+def test_hints_follow_the_servers_exact_error_on_a_terminal(server_process, tmp_path):
+    term = hans_in_a_terminal(server_process, tmp_path)
+    assert any(row[8:] == "Type help for the commands." for row in term.rows())
+    for typed, hint in (("message yoda", "usage: message USER TEXT"),
+                        ("Whoelse", "commands are lower case"),
+                        ("hello there", "type help for the commands")):
+        term.type(typed + "\r")
+        term.wait_row(STAMP + hint)
+        rows = [row[8:] for row in term.rows() if row and not row.startswith(">")]
+        # The server's text to the letter, then the hint, dim.
+        assert rows[-2:] == ["Error. Invalid command", hint]
+    assert "\x1b[2m" in term.output
+    # A leading slash and the aliases work for every command.
+    term.type("/whoelse\r")
+    term.wait_row(STAMP + "No other users online")
+    term.type("/quit\r")
+    assert term.finish() == 0

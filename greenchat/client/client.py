@@ -299,6 +299,7 @@ class Client:
 
     def _chat(self):
         console = self.console
+        console.hint(texts.HELP_HINT)
         console.start_editing(texts.PROMPT, self.names,
                               default_history_path() if self.config.history else None)
         # Killed or hung up: log out as cleanly as end of input does, and
@@ -647,6 +648,9 @@ class Client:
                 self.names.saw(line)
         for line in lines:
             self.console.show(line)
+        if lines == [texts.INVALID_COMMAND] and request_id == self._next_id and \
+                self.awaited_line is not None:
+            self.console.hint(commands.hint(self.awaited_line))
         history = frame.get("history")
         if isinstance(history, list):
             self._show_history(history)

@@ -69,6 +69,7 @@ STYLES = {
     "presence": "\033[36m",        # cyan
     "private": "\033[35m",         # magenta
     "self": "\033[1;33m",          # bold yellow: a message that names you
+    "hint": "\033[2m",             # dim: the client's own word of help
 }
 RESET = "\033[0m"
 CLEAR_LINE = "\r\x1b[K"          # to the line's start, then erase it
@@ -141,6 +142,12 @@ class Console:
             self._write(CLEAR_LINE + line + "\n" + self.editor.render(self._width))
         else:
             self._write(line + "\n")
+
+    def hint(self, line):
+        """A word of help from the client itself: on a terminal only (piped
+        mode prints the protocol's texts alone), dim when colours are on."""
+        if self.interactive:
+            self.show(line, "hint")
 
     def prompt(self, text):
         """Print a prompt; without a terminal (no echo) it ends its own line."""
