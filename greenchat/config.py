@@ -167,8 +167,8 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class ClientConfig:
-    host: str = option("HOST", help="server address")
-    port: int = option("PORT", within=between(1, 65535), help="server port")
+    host: str = option("HOST", "127.0.0.1", help="server address (default: %(default)s)")
+    port: int = option("PORT", 4000, between(1, 65535), help="server port (default: %(default)s)")
     connect_timeout: float = 10.0
     max_frame: int = DEFAULT_MAX_FRAME
     p2p_host: str = option("--p2p-host", None, metavar="ADDR",

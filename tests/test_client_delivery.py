@@ -344,3 +344,12 @@ def test_help_lists_history_in_line_with_the_rest():
     assert shown[0].endswith("show your last N messages with USER (default 20, at most 500)")
     columns = {len(line) - len(line.split("  ")[-1].lstrip()) for line in screen.lines}
     assert len(columns) == 1, screen.lines
+
+
+@pytest.mark.parametrize("text, named", [
+    ("hans, look", True), ("hi hans", True), ("(hans)", True), ("hans!", True),
+    ("chansons", False), ("hansel", False), ("johans", False), ("HANS", False),
+])
+def test_a_mention_is_a_whole_word(text, named):
+    from greenchat.client.client import _mentions
+    assert _mentions(text, "hans") is named

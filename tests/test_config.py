@@ -78,7 +78,7 @@ def test_client_arguments(capsys):
     config = parse_client_args(["localhost", "4000", "--p2p-port", "5001"])
     assert (config.host, config.port, config.p2p_port, config.p2p_host) == \
         ("localhost", 4000, 5001, None)
-    for argv in ([], ["h"], ["h", "0"], ["h", "port"], ["h", "1", "--p2p-port", "x"]):
+    for argv in (["h", "0"], ["h", "port"], ["h", "1", "--p2p-port", "x"]):
         with pytest.raises(SystemExit) as info:
             parse_client_args(argv)
         assert info.value.code == 2
@@ -315,3 +315,10 @@ def test_client_config_checks_its_ranges_itself():
                 {"reconnect_for": 0}, {"reconnect_for": -1.0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             ClientConfig(**{"host": "h", "port": 1, **bad})
+
+
+def test_the_client_defaults_to_a_local_server_on_port_4000():
+    config = parse_client_args([], environ={})
+    assert (config.host, config.port) == ("127.0.0.1", 4000)
+    assert (parse_client_args(["chat.example"], environ={}).host,
+            parse_client_args(["chat.example"], environ={}).port) == ("chat.example", 4000)

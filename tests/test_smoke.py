@@ -237,3 +237,12 @@ def test_piped_mode_prints_the_protocols_texts_alone(server_process):
     assert not any("help" in line or "usage" in line or "lower case" in line for line in lines)
     hans.write("logout")
     assert hans.finish() == 0
+
+
+def test_the_scripts_without_the_package_installed_say_so():
+    for script in (CLIENT_SCRIPT, SERVER_SCRIPT):
+        # -I -S: no site-packages, so no gevent: as on a machine without the install.
+        done = subprocess.run([sys.executable, "-I", "-S", script], capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 1
+        assert done.stderr.strip() == "greenchat is not installed: pip install ."

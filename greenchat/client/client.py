@@ -72,6 +72,7 @@ Private links are links.py's; their protocol is peer.py's.
 
 import logging
 import random
+import re
 import secrets
 import signal
 import sys
@@ -552,7 +553,7 @@ class Client:
         if text is not None and not (txn is not None and (sender, txn) in self.shown_txns):
             self.names.saw(sender)
             self.console.show(texts.message_line("?" if sender is None else sender, text),
-                              "self" if self.user and self.user in text else None)
+                              "self" if self.user and _mentions(text, self.user) else None)
             if txn is not None:
                 self._remember_txn(sender, txn)
         if msg_id is not None:
@@ -768,6 +769,11 @@ class Client:
         width = max(len(spec.syntax) for spec in COMMANDS.values())
         for spec in COMMANDS.values():
             self.console.show(f"{spec.syntax.ljust(width)}  {spec.summary}")
+
+
+def _mentions(text, name):
+    """True if `text` names `name` as a whole word (`hans`, not `chansons`)."""
+    return re.search(r"(?<!\w)" + re.escape(name) + r"(?!\w)", text) is not None
 
 
 class _Refused(Exception):
