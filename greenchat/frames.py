@@ -80,9 +80,10 @@ def server_hello(server):
     return {"type": "hello", "version": PROTOCOL_VERSION, "server": server}
 
 
-def login(status, text=None, user=None, token=None, resumed=False):
+def login(status, text=None, user=None, token=None, resumed=False, retry_after=None):
     """A login step's outcome; a LOGGED_IN one carries the resume `token`,
-    and `resumed` when it took a session back."""
+    and `resumed` when it took a session back; a lockout, `retry_after`,
+    the seconds until the account may log in again."""
     frame = {"type": "login", "status": status}
     if user is not None:
         frame["user"] = user
@@ -92,6 +93,8 @@ def login(status, text=None, user=None, token=None, resumed=False):
         frame["resume"] = token
     if resumed:
         frame["resumed"] = True
+    if retry_after is not None:
+        frame["retry_after"] = retry_after
     return frame
 
 

@@ -109,6 +109,10 @@ LOWER_CASE_HINT = "commands are lower case"
 NOT_A_COMMAND_HINT = "type help for the commands"
 
 
+def retry_in(seconds):
+    return f"Please try again in {seconds} seconds"
+
+
 def usage_hint(syntax):
     return f"usage: {syntax}"
 

@@ -74,8 +74,13 @@ def test_three_wrong_passwords_lock_the_account_from_any_connection(make_server)
     assert [f["text"] for f in login] == [texts.INVALID_PASSWORD, texts.INVALID_PASSWORD,
                                           texts.ACCOUNT_NOW_BLOCKED]
     assert login[-1]["status"] == "failed"
+    # How long the lock lasts: the whole of it now, less later; never for a wrong password.
+    assert 0.4 < login[-1]["retry_after"] <= 0.6
+    assert "retry_after" not in login[0]
     # The right password from another connection, while locked.
-    assert Agent("bob", server.address).login()["text"] == texts.ACCOUNT_BLOCKED
+    locked = Agent("bob", server.address).login()
+    assert locked["text"] == texts.ACCOUNT_BLOCKED
+    assert 0 <= locked["retry_after"] < login[-1]["retry_after"]
     # Another account is untouched.
     assert Agent("carol", server.address).login()["status"] == "ok"
     gevent.sleep(0.8)

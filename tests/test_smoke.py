@@ -246,3 +246,13 @@ def test_the_scripts_without_the_package_installed_say_so():
                               text=True, timeout=30)
         assert done.returncode == 1
         assert done.stderr.strip() == "greenchat is not installed: pip install ."
+
+
+def test_a_lockout_in_piped_mode_prints_the_spec_text_alone(server_process):
+    hans = client_process(server_process.port, "--user", "hans")
+    for _ in range(3):
+        hans.expect("Password: ")
+        hans.write("wrong")
+    hans.expect("Invalid Password. Your account has been blocked. Please try again later")
+    assert hans.finish() == 1
+    assert (hans.buffer + hans.p.stdout.read()).decode().strip() == ""

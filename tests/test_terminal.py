@@ -244,3 +244,17 @@ def test_hints_follow_the_servers_exact_error_on_a_terminal(server_process, tmp_
     term.wait_row(STAMP + "No other users online")
     term.type("/quit\r")
     assert term.finish() == 0
+
+
+def test_a_lockout_says_for_how_long_on_a_terminal(server_process, tmp_path):
+    command = [sys.executable, CLIENT_SCRIPT, "127.0.0.1", str(server_process.port),
+               "--user", "hans"]
+    term = Terminal(command, environment(tmp_path))
+    for attempt in range(3):
+        term.wait(lambda t, n=attempt: "".join(t.rows()).count("Password:") > n, "a prompt")
+        term.type("wrong\r")
+    term.wait_row(STAMP + "Invalid Password. Your account has been blocked. "
+                          "Please try again later")
+    # The spec's text to the letter, then how long (BLOCK_DURATION 5), dim.
+    term.wait_row(STAMP + "Please try again in 5 seconds")
+    assert term.finish() == 1

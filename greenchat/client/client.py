@@ -71,6 +71,7 @@ Private links are links.py's; their protocol is peer.py's.
 """
 
 import logging
+import math
 import random
 import re
 import secrets
@@ -283,6 +284,9 @@ class Client:
             raise ProtocolError(f"unexpected login status {status!r}")
         if text is not None:
             self.console.show(text)
+        retry_after = answer.get("retry_after")
+        if status == frames.FAILED and type(retry_after) in (int, float) and retry_after >= 0:
+            self.console.hint(texts.retry_in(math.ceil(retry_after)))
         if status == "ok":
             self.user = self.links.me = self.names.me = name if user is None else user
             self.resume_token = frames.optional_string(answer, "resume")

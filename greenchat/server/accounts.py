@@ -131,11 +131,12 @@ class Accounts:
     # Passwords --------------------------------------------------------------
 
     def check_password(self, name, password, network):
-        """None if the password is right; else (login status, text) to answer."""
+        """None if the password is right; else (login status, text, seconds
+        until the account's lock ends or None) to answer."""
         with self.passwords.turn(name):
             if name in self.locks:
                 log.info("login refused: %s is locked", name)
-                return FAILED, texts.ACCOUNT_BLOCKED
+                return FAILED, texts.ACCOUNT_BLOCKED, self._lock_left(name)
             if self.passwords.verify(self.credentials, name, password, network):
                 self.failures.pop(name, None)
                 return None
@@ -143,10 +144,14 @@ class Accounts:
             if failures >= self.config.failed_logins:
                 self.failures.pop(name, None)
                 self._lock(name)
-                return FAILED, texts.ACCOUNT_NOW_BLOCKED
+                return FAILED, texts.ACCOUNT_NOW_BLOCKED, self._lock_left(name)
             self.failures[name] = failures
             log.info("wrong password for %s (%d)", name, failures)
-            return ASK_PASSWORD, texts.INVALID_PASSWORD
+            return ASK_PASSWORD, texts.INVALID_PASSWORD, None
+
+    def _lock_left(self, name):
+        """Seconds until `name`'s lock ends."""
+        return max(0.0, round(self.locks[name][0] - self.clock(), 3))
 
     def _lock(self, name):
         duration = self.config.block_duration

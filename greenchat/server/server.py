@@ -345,8 +345,9 @@ class ChatServer:
                                                   session.network)
                 if outcome is None:
                     return self._register(session, name, account)
-                session.send(frames.login(*outcome))
-                if outcome[0] == frames.FAILED:
+                status, text, retry_after = outcome
+                session.send(frames.login(status, text, retry_after=retry_after))
+                if status == frames.FAILED:
                     return False
             else:
                 raise ProtocolError(f"unexpected {kind!r} frame during login")
