@@ -109,6 +109,13 @@ LOWER_CASE_HINT = "commands are lower case"
 NOT_A_COMMAND_HINT = "type help for the commands"
 
 
+NO_ONE_ONLINE = "(no one else is online)"
+
+
+def stored_for(user):
+    return f"({user} is offline; they will get it when they log in)"
+
+
 def retry_in(seconds):
     return f"Please try again in {seconds} seconds"
 

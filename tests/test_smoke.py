@@ -225,18 +225,20 @@ def test_piped_mode_prints_the_protocols_texts_alone(server_process):
     # A scripted session: no hints, stamps or marks, one line an event; the
     # aliases and the leading slash work here as on a terminal.
     hans, yoda = hans_and_yoda(server_process.port)
-    for line in ("Whoelse", "message hans", "hello there", "/msg hans hi", "msg hans there",
-                 "/whoelse", "/quit"):
-        yoda.write(line)
-    assert yoda.finish() == 0
-    hans.expect("yoda: there")
-    lines = [line for line in (yoda.buffer + yoda.p.stdout.read()).decode().splitlines()
-             if line]
-    assert lines[-5:] == ["Error. Invalid command", "Error. Invalid command",
-                          "Error. Invalid command", "hans", "Goodbye"]
-    assert not any("help" in line or "usage" in line or "lower case" in line for line in lines)
     hans.write("logout")
     assert hans.finish() == 0
+    for line in ("Whoelse", "message hans", "hello there", "/msg hans hi", "msg hans there",
+                 "broadcast nobody here", "/whoelse", "/quit"):
+        yoda.write(line)
+    assert yoda.finish() == 0
+    lines = [line for line in (yoda.buffer + yoda.p.stdout.read()).decode().splitlines()
+             if line]
+    # hans is offline: the messages are stored, the broadcast reaches no one,
+    # and piped mode says nothing of either.
+    assert lines[-5:] == ["Error. Invalid command", "Error. Invalid command",
+                          "Error. Invalid command", "No other users online", "Goodbye"]
+    assert not any(word in line for line in lines
+                   for word in ("help", "usage", "lower case", "offline", "no one"))
 
 
 def test_the_scripts_without_the_package_installed_say_so():

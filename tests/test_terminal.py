@@ -258,3 +258,13 @@ def test_a_lockout_says_for_how_long_on_a_terminal(server_process, tmp_path):
     # The spec's text to the letter, then how long (BLOCK_DURATION 5), dim.
     term.wait_row(STAMP + "Please try again in 5 seconds")
     assert term.finish() == 1
+
+
+def test_sends_get_feedback_on_a_terminal(server_process, tmp_path):
+    term = hans_in_a_terminal(server_process, tmp_path)
+    term.type("message yoda are you there\r")
+    term.wait_row(STAMP + r"\(yoda is offline; they will get it when they log in\)")
+    term.type("broadcast anyone\r")
+    term.wait_row(STAMP + r"\(no one else is online\)")
+    term.type("logout\r")
+    assert term.finish() == 0

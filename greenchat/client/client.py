@@ -653,9 +653,8 @@ class Client:
                 self.names.saw(line)
         for line in lines:
             self.console.show(line)
-        if lines == [texts.INVALID_COMMAND] and request_id == self._next_id and \
-                self.awaited_line is not None:
-            self.console.hint(commands.hint(self.awaited_line))
+        if request_id == self._next_id and self.awaited_line is not None:
+            self._feedback(frame, lines, self.awaited_line)
         history = frame.get("history")
         if isinstance(history, list):
             self._show_history(history)
@@ -668,6 +667,20 @@ class Client:
         elif request_id is not None and request_id == self._next_id:
             self.answered.set()
             self._prompt()
+
+    def _feedback(self, frame, lines, line):
+        """The client's own word on a reply (a terminal's alone): a hint
+        for a refused line, what became of a message or a broadcast."""
+        if lines == [texts.INVALID_COMMAND]:
+            self.console.hint(commands.hint(line))
+        elif frame.get("stored") is True and frame.get("ok") is True:
+            try:
+                _, (user, _) = parse_line(line)
+            except (InvalidCommand, ValueError):
+                return
+            self.console.hint(texts.stored_for(user))
+        elif frame.get("delivered") == 0 and type(frame.get("delivered")) is int:
+            self.console.hint(texts.NO_ONE_ONLINE)
 
     def _show_history(self, entries):
         """A `history` answer's entries, oldest first; one that lacks a string

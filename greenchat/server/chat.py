@@ -45,6 +45,8 @@ class Reply:
 
 
 NOTHING = Reply()
+# A message to an offline user, stored for their next login.
+STORED = Reply(extra={"stored": True})
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ class Chat:
     def _stored(pending, user):
         if not _committed(pending):
             raise CommandError(texts.mailbox_full(user))
-        return NOTHING
+        return STORED
 
     def broadcast(self, session, text):
         """broadcast TEXT"""
@@ -195,13 +197,17 @@ class Chat:
         frame = encode(frames.message(sender, text, mid, now, txn, broadcast=True))
         blockers = self.blocks.blockers_of(sender)
         online = self.online
+        delivered = 0
         for user, other in online.items():
             if user != sender and user not in blockers:
                 other.deliver(frame, mid)
+                delivered += 1
         skipped = " ".join(sorted(user for user in blockers if user in online)) or None
         pending = self.store.append((mid, sender, None, text, now, txn, skipped))
         # Whether or not they are online: the notice must not tell.
-        reply = Reply((texts.BROADCAST_PARTIAL,)) if blockers else NOTHING
+        # How many got it: as many as the sender's whoelse lists, no more told.
+        reply = Reply((texts.BROADCAST_PARTIAL,) if blockers else (),
+                      extra={"delivered": delivered})
         return Later(pending, lambda done: _committed(done) and reply)
 
     def history(self, session, user, count):
