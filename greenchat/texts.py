@@ -5,6 +5,8 @@ by the project's issues: change them only with the specification. Server-side
 texts travel in frames; client-side texts are printed by the client.
 """
 
+import time
+
 # Login
 PROMPT_USERNAME = "Username: "
 PROMPT_PASSWORD = "Password: "
@@ -110,6 +112,14 @@ NOT_A_COMMAND_HINT = "type help for the commands"
 
 
 NO_ONE_ONLINE = "(no one else is online)"
+# A terminal's marks of what a message is
+BROADCAST_MARK = "[all]"
+OFFLINE_MARK = "(offline)"
+
+
+def day_line(stamp):
+    """`--- Tuesday 1 December ---` for a time.struct_time."""
+    return f"--- {time.strftime('%A', stamp)} {stamp.tm_mday} {time.strftime('%B', stamp)} ---"
 
 
 def stored_for(user):

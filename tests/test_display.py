@@ -9,6 +9,7 @@ real client, piped (in-process) and in a pseudo-terminal (pexpect + pyte),
 receives hostile messages through a real server.
 """
 
+import io
 import logging
 import os
 import re
@@ -209,3 +210,39 @@ def test_a_hostile_message_cannot_retitle_clear_or_fake_a_line(server_process, t
     assert not any(row.endswith("yoda: fake") and "^M" not in row for row in rows)
     assert "\x1b]" not in term.output and "\x9b" not in term.output
     both_log_out(term, yoda)
+
+
+def test_a_terminal_marks_broadcasts_and_stored_messages_and_changes_of_day(monkeypatch):
+    import time as time_module
+
+    from greenchat.client.console import Console
+    out = io.StringIO()
+    console = Console(out=out, color=False)
+    console.interactive = True           # a terminal, without colours (NO_COLOR)
+    now = time_module.time()
+    yesterday = now - 86400
+    console.show("yoda: stored", at=yesterday, mark="(offline)")
+    console.show("yoda: hi all", prefix="[all]")
+    console.show("yoda: live")
+    lines = out.getvalue().splitlines()
+    day = time_module.localtime(yesterday)
+    today = time_module.localtime(now)
+    assert lines == [
+        f"--- {time_module.strftime('%A', day)} {day.tm_mday} "
+        f"{time_module.strftime('%B', day)} ---",
+        time_module.strftime("[%H:%M] ", day) + "yoda: stored (offline)",
+        f"--- {time_module.strftime('%A', today)} {today.tm_mday} "
+        f"{time_module.strftime('%B', today)} ---",
+        time_module.strftime("[%H:%M] ", today) + "[all] yoda: hi all",
+        time_module.strftime("[%H:%M] ", today) + "yoda: live",
+    ]
+
+
+def test_piped_mode_shows_no_marks_stamps_or_day_lines():
+    from greenchat.client.console import Console
+    out = io.StringIO()
+    console = Console(out=out, color=True)
+    assert not console.interactive
+    console.show("yoda: stored", at=1.0, mark="(offline)")
+    console.show("yoda: hi all", prefix="[all]")
+    assert out.getvalue().splitlines() == ["yoda: stored", "yoda: hi all"]

@@ -127,10 +127,10 @@ def test_a_half_typed_line_survives_incoming_messages(server_process, tmp_path):
     for i in range(3):
         other.write(f"message hans incoming {i}")
     other.write("broadcast to everyone")
-    term.wait_row(STAMP + "yoda: to everyone")
+    term.wait_row(STAMP + r"\[all\] yoda: to everyone")
     rows = [row for row in term.rows() if row]
     assert [row[8:] for row in rows[-5:-1]] == [
-        "yoda: incoming 0", "yoda: incoming 1", "yoda: incoming 2", "yoda: to everyone"]
+        "yoda: incoming 0", "yoda: incoming 1", "yoda: incoming 2", "[all] yoda: to everyone"]
     # The typed text and the cursor are where they were, and the text is whole:
     # finishing the line sends exactly what was typed.
     assert term.input_line() == ("> message yoda half typ", 23)

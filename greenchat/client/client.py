@@ -556,8 +556,14 @@ class Client:
             self.last_id = msg_id
         if text is not None and not (txn is not None and (sender, txn) in self.shown_txns):
             self.names.saw(sender)
-            self.console.show(texts.message_line("?" if sender is None else sender, text),
-                              "self" if self.user and _mentions(text, self.user) else None)
+            # Marks and the time it was sent: a terminal's alone (console.show).
+            offline, sent_at = frame.get("offline") is True, frame.get("sent_at")
+            self.console.show(
+                texts.message_line("?" if sender is None else sender, text),
+                "self" if self.user and _mentions(text, self.user) else None,
+                at=sent_at if offline and type(sent_at) in (int, float) else None,
+                prefix=texts.BROADCAST_MARK if frame.get("broadcast") is True else None,
+                mark=texts.OFFLINE_MARK if offline else None)
             if txn is not None:
                 self._remember_txn(sender, txn)
         if msg_id is not None:

@@ -56,6 +56,7 @@ from collections import deque
 import gevent
 from gevent.socket import wait_read
 
+from greenchat import texts
 from greenchat.client.lineedit import ENTER, EOF, SHOW, KeyDecoder, LineEditor
 
 try:
@@ -123,20 +124,35 @@ class Console:
         self._history_path = None
         self._width = 80
         self._signal_handlers = []
+        self._day = None            # (year, month, day) of the last line shown
 
     # Output -----------------------------------------------------------------
 
-    def show(self, line, style=None):
+    def show(self, line, style=None, at=None, prefix=None, mark=None):
         """Print one line of output, its controls made visible; `style` names
         its kind for colouring (lines starting `Error.` are errors without
-        saying so)."""
+        saying so). A terminal's alone: the time stamp (`at`, a Unix time, or
+        now), a day line when the date changes, a `prefix` mark and a dim
+        `mark` after the line; colour adds to marks, never replaces them."""
         line = visible(line)
         if self.interactive:
             if style is None and line.startswith("Error."):
                 style = "error"
             if self.color and style in STYLES:
                 line = STYLES[style] + line + RESET
-            line = time.strftime("[%H:%M] ") + line
+            if prefix is not None:
+                line = f"{prefix} {line}"
+            if mark is not None:
+                line += " " + (STYLES["hint"] + mark + RESET if self.color else mark)
+            stamp = time.localtime(at)
+            day = stamp[:3]
+            if day != self._day and (self._day is not None or day != time.localtime()[:3]):
+                self._show_raw(texts.day_line(stamp))
+            self._day = day
+            line = time.strftime("[%H:%M] ", stamp) + line
+        self._show_raw(line)
+
+    def _show_raw(self, line):
         if self.editor is not None:
             # Above the input line, which is then drawn again as it was.
             self._write(CLEAR_LINE + line + "\n" + self.editor.render(self._width))
