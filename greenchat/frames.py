@@ -152,6 +152,11 @@ def error(text):
     return {"type": "error", "text": text}
 
 
+def notice(text):
+    """A line for the user from the server itself (the idle warning)."""
+    return {"type": "notice", "text": text}
+
+
 def private_offer(requester, token):
     return {"type": "private_offer", "from": requester, "token": token}
 

@@ -149,6 +149,12 @@ GOODBYE = "Goodbye"
 LOGGED_OUT_IDLE = "You have been logged out due to inactivity"
 SERVER_SHUTTING_DOWN = "Server is shutting down"
 ACCOUNT_REMOVED = "Your account has been removed"
+
+
+def idle_warning(seconds):
+    return f"You will be logged out in {seconds} seconds due to inactivity"
+
+
 CONNECTION_LOST = "Connection to server lost"
 RECONNECTING = "Connection to server lost. Reconnecting..."
 RECONNECTED = "Reconnected"

@@ -7,9 +7,10 @@ from types import SimpleNamespace
 import gevent
 import pytest
 
-from greenchat import texts
+from greenchat import frames, texts
 from greenchat.server.presence import BATCH as PRESENCE_BATCH
 from greenchat.server.presence import DELIVERIES as PRESENCE_DELIVERIES
+from greenchat.server.server import idle_warning_after, seconds_left
 
 from support import PASSWORD, Agent, exchange_until_closed, silent_login
 
@@ -338,6 +339,46 @@ def test_idle_logout_and_commands_reset_the_timer(make_server):
     assert not [f for _, f in alice.stream if f["type"] == "bye"]
     alice.wait_for(lambda f: f == {"type": "presence", "user": "bob", "online": False})
     alice.wait_for(lambda f: f["type"] == "bye", timeout=3)
+
+
+def test_the_idle_warning_comes_once_a_period_and_only_commands_put_it_off(make_server):
+    server = make_server(USERS, timeout=3)
+    bob, = online(server, "bob")
+    welcomed = bob.frames("login")[-1][0]
+    # Acknowledgements all along: alive, but not activity.
+    acker = gevent.spawn(lambda: [(gevent.sleep(0.25), bob.send(frames.ack(0)))
+                                  for _ in range(40)])
+    try:
+        first = bob.wait_for(lambda f: f["type"] == "notice", timeout=3)
+        assert first == {"type": "notice",
+                         "text": "You will be logged out in 2 seconds due to inactivity"}
+        warned = bob.frames("notice")[0][0]
+        assert 1.4 <= warned - welcomed <= 2.2
+        gevent.sleep(max(0.0, welcomed + 2.0 - time.monotonic()))
+        active, _ = bob.command("whoelse")          # resets the deadline and the warning
+        bye = bob.wait_for(lambda f: f["type"] == "bye", timeout=5)
+    finally:
+        acker.kill()
+    assert bye["reason"] == "idle"
+    notices = bob.frames("notice")
+    assert [f for _, f in notices] == [first, first]
+    assert 1.4 <= notices[1][0] - active <= 2.2
+    assert 2.9 <= bob.frames("bye")[0][0] - active <= 4.0
+
+
+def test_when_the_idle_warning_comes():
+    # A minute before, or at half the timeout under two minutes.
+    assert idle_warning_after(200) == 140
+    assert idle_warning_after(600) == 540
+    assert idle_warning_after(120) == 60
+    assert idle_warning_after(100) == 50
+    assert idle_warning_after(3) == 1.5
+    # The seconds left, rounded up; a timer's last microseconds are not one more.
+    assert seconds_left(1.5) == 2
+    assert seconds_left(59.2) == 60
+    assert seconds_left(60.000001) == 60
+    assert seconds_left(0.2) == 1
+    assert texts.idle_warning(60) == "You will be logged out in 60 seconds due to inactivity"
 
 
 def test_unknown_commands_and_wrong_arguments(server):

@@ -12,13 +12,15 @@ Strategy
 - What the server is made of: Accounts (who may log in: accounts.py), Chat
   (who is online, blocks, presence, the commands: chat.py), Mailroom (stored
   mail: session.py), the Store (all of SQLite, in its own thread: store.py).
-- Idle logout is the reader's receive timeout, counted from the last command.
+- Idle logout is the reader's receive timeout, counted from the last command;
+  a notice warns of it once per idle period (idle_warning_after).
 - Stopping tells every client, flushes what it can and stores the rest.
 """
 
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -73,6 +75,21 @@ STORE_WAIT = 60.0
 ANSWERS_KEPT = 64
 # The longest a TLS handshake may take (less if the login deadline comes first).
 TLS_HANDSHAKE_TIMEOUT = 10.0
+# The idle logout is announced this long before it, or at half the timeout
+# when that is shorter than twice this.
+IDLE_WARNING = 60.0
+
+
+def idle_warning_after(timeout):
+    """Seconds after the last command at which the idle warning goes out."""
+    return timeout - IDLE_WARNING if timeout >= 2 * IDLE_WARNING else timeout / 2
+
+
+def seconds_left(left):
+    """The whole seconds a warning names for `left` seconds: rounded up, but
+    a timer's last microseconds (60.000001) do not make one more."""
+    return max(1, math.ceil(round(left, 2)))
+
 
 def _hash(token):
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
@@ -485,28 +502,39 @@ class ChatServer:
 
     def _command_loop(self, session):
         timeout = self.config.timeout
+        warn_after = idle_warning_after(timeout)
         # Idle from the moment the welcome went out: the writer's first batch.
         if session.outbox.nbytes:
             session.outbox.wait_progress(FLUSH_TIMEOUT)
         ping_after, ping_wait = self.config.ping_after, self.config.ping_wait
-        deadline = monotonic() + timeout
         heard, pinged = monotonic(), None
+        # warn_at is None once this idle period's warning went out.
+        deadline, warn_at = heard + timeout, heard + warn_after
         while session.end_reason is None:
             # A client pipelining messages waits, past a few, for their commits.
             if len(session.later) >= LATER_MAX:
                 session.wait_answers(LATER_MAX, STORE_WAIT)
             # A silent connection is pinged; one that does not answer is dropped.
             alive_until = pinged + ping_wait if pinged is not None else heard + ping_after
-            left = min(deadline, alive_until) - monotonic()
+            wake = min(deadline, alive_until) if warn_at is None else \
+                min(deadline, alive_until, warn_at)
+            left = wake - monotonic()
             frame = self._read(session, left) if left > 0 else None
             if frame is None:
-                if monotonic() >= deadline:
+                now = monotonic()
+                if now >= deadline:
                     session.end_reason = frames.IDLE
                     log.info("idle logout: %s", session.user)
                     return
+                if warn_at is not None and now >= warn_at:
+                    warn_at = None
+                    session.send(frames.notice(texts.idle_warning(seconds_left(deadline - now))))
+                    continue
+                if now < alive_until:
+                    continue        # woken a moment early: wait again
                 if pinged is not None:
                     raise ConnectionLost("no answer to a ping")
-                pinged = monotonic()
+                pinged = now
                 session.send(frames.ping())
                 continue
             heard, pinged = monotonic(), None
@@ -526,7 +554,8 @@ class ChatServer:
                 # Answers come after the backlog (its stall limits bound the wait).
                 loader.join()
                 session.loader = None
-            deadline = monotonic() + timeout
+            now = monotonic()
+            deadline, warn_at = now + timeout, now + warn_after
             self._dispatch(session, frame)
 
     def _dispatch(self, session, frame):
