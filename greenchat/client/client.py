@@ -67,6 +67,8 @@ records are the Client's, not a connection's: they outlive one.
 
 A `history` answer is shown a message a line, stamped in local time.
 
+A `notice` frame's text is shown as a line, piped or not (the idle warning).
+
 Private links are links.py's; their protocol is peer.py's.
 """
 
@@ -175,7 +177,8 @@ class Client:
         self._on = {"message": self._on_message, "presence": self._on_presence,
                     "reply": self._on_reply, "private_offer": self._on_offer,
                     "private_stop": self._on_private_stop, "bye": self._on_end,
-                    "error": self._on_end, "ping": self._on_ping}
+                    "error": self._on_end, "ping": self._on_ping,
+                    "notice": self._on_notice}
         self.handlers = {commands.PRIVATE: self.links.private,
                           commands.STOPPRIVATE: self.links.stopprivate,
                           commands.HELP: self.cmd_help}
@@ -632,6 +635,12 @@ class Client:
 
     def _on_ping(self, frame):
         self._send(frames.pong())
+
+    def _on_notice(self, frame):
+        """A line from the server itself (the idle warning): shown as it is."""
+        text = frames.string_or_none(frame, "text")
+        if text is not None:
+            self.console.show(text)
 
     def _on_end(self, frame):
         """A bye or an error frame: the session is over, whatever its members
