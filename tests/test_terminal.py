@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from support import CLIENT_SCRIPT, DEADLINE, Proc, login
+from greenchat import texts
+
+from support import CLIENT_SCRIPT, DEADLINE, SERVER_SCRIPT, Proc, listening_port, login
 
 pexpect = pytest.importorskip("pexpect")
 pyte = pytest.importorskip("pyte")
@@ -268,3 +270,31 @@ def test_sends_get_feedback_on_a_terminal(server_process, tmp_path):
     term.wait_row(STAMP + r"\(no one else is online\)")
     term.type("logout\r")
     assert term.finish() == 0
+
+
+@pytest.fixture
+def quick_idle_server(tmp_path):
+    """Like server_process, with a TIMEOUT of 4 s: the warning at 2 s."""
+    creds = tmp_path / "credentials.txt"
+    creds.write_text("hans falcon*solo\nyoda wise@!man\n")
+    proc = Proc([SERVER_SCRIPT, "0", "5", "4", "--host", "127.0.0.1", "--credentials",
+                 str(creds), "--data", str(tmp_path / "data")])
+    proc.port = listening_port(proc)
+    yield proc
+    if proc.p.poll() is None:
+        proc.p.send_signal(signal.SIGTERM)
+    proc.finish()
+
+
+def test_the_half_typed_line_is_printed_after_the_idle_logout(quick_idle_server, tmp_path):
+    term = hans_in_a_terminal(quick_idle_server, tmp_path)
+    term.type("message yoda half typ")
+    term.wait(lambda t: t.input_line() == ("> message yoda half typ", 23), "the typed text")
+    term.wait_row(STAMP + re.escape(texts.idle_warning(2)))
+    # The warning leaves the typed line as it was.
+    assert term.input_line() == ("> message yoda half typ", 23)
+    assert term.finish() == 0
+    rows = [row for row in term.rows() if row]
+    # After the goodbye, the typed text on its own line, plain, to copy.
+    assert re.fullmatch(STAMP + re.escape(texts.LOGGED_OUT_IDLE), rows[-2]), rows
+    assert rows[-1] == "message yoda half typ"

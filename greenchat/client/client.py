@@ -68,6 +68,8 @@ records are the Client's, not a connection's: they outlive one.
 A `history` answer is shown a message a line, stamped in local time.
 
 A `notice` frame's text is shown as a line, piped or not (the idle warning).
+When the idle logout comes, a terminal's half-typed line is printed after
+the goodbye, plain and on its own line, so it can be copied.
 
 Private links are links.py's; their protocol is peer.py's.
 """
@@ -654,6 +656,9 @@ class Client:
             return True
         if text is not None:
             self.console.show(text)
+        if reason == frames.IDLE:
+            # The line being typed is not lost with the session.
+            self.console.keep_typed_line()
         self._finish(0 if reason in (frames.LOGOUT, frames.IDLE) else 1)
         return True
 

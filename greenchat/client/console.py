@@ -165,6 +165,14 @@ class Console:
         if self.interactive:
             self.show(line, "hint")
 
+    def keep_typed_line(self):
+        """On a terminal, print the line being typed on a line of its own,
+        plain (no stamp, no colour), so it outlives the session's end and can
+        be copied; the input line stays as it was. Nothing without an editor."""
+        editor = self.editor
+        if editor is not None and editor.text:
+            self._write(CLEAR_LINE + visible(editor.text) + "\n" + editor.render(self._width))
+
     def prompt(self, text):
         """Print a prompt; without a terminal (no echo) it ends its own line."""
         self._write(text if self.input_is_tty else text + "\n")
