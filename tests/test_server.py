@@ -366,6 +366,17 @@ def test_the_idle_warning_comes_once_a_period_and_only_commands_put_it_off(make_
     assert 2.9 <= bob.frames("bye")[0][0] - active <= 4.0
 
 
+def test_pings_the_warning_and_the_idle_logout_share_one_read_loop(make_server):
+    server = make_server(USERS, timeout=3, ping_after=0.4, ping_wait=0.4)
+    bob, = online(server, "bob")            # answers pings, types nothing
+    bye = bob.wait_for(lambda f: f["type"] == "bye", timeout=6)
+    assert bye["reason"] == "idle"
+    kinds = [f["type"] for _, f in bob.stream if f["type"] in ("ping", "notice", "bye")]
+    assert kinds.count("notice") == 1 and kinds.count("ping") >= 4
+    assert kinds.index("notice") > kinds.index("ping") and kinds[-1] == "bye"
+    assert [f["text"] for _, f in bob.frames("notice")] == [texts.idle_warning(2)]
+
+
 def test_when_the_idle_warning_comes():
     # A minute before, or at half the timeout under two minutes.
     assert idle_warning_after(200) == 140
