@@ -1,10 +1,24 @@
 """Fixtures shared by the test modules."""
 
+import os
 import signal
 
 import pytest
 
 from support import SERVER_SCRIPT, FakeServer, Proc, ServerFactory, listening_port
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_data_home(tmp_path_factory):
+    """The whole suite, and every client process it starts, keeps its
+    history files in a temporary directory, never the user's own."""
+    saved = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if saved is None:
+        del os.environ["XDG_DATA_HOME"]
+    else:
+        os.environ["XDG_DATA_HOME"] = saved
 
 
 @pytest.fixture

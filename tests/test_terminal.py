@@ -157,9 +157,13 @@ def test_history_is_kept_in_the_data_directory(server_process, tmp_path):
     term = hans_in_a_terminal(server_process, tmp_path)
     term.type("whoelse\r")
     term.wait_row(STAMP + "No other users online")
+    term.type("private yoda psst, secret plans\r")
+    term.wait_row(STAMP + "Error. Private messaging to yoda not enabled")
     term.type("logout\r")
     assert term.finish() == 0
-    history = tmp_path / "xdg" / "greenchat" / "history"
+    # This server's and this account's file, private; no private text in it.
+    history = tmp_path / "xdg" / "greenchat" / "history" / \
+        f"127.0.0.1_{server_process.port}_hans"
     assert history.read_text() == "whoelse\nlogout\n"
     assert history.stat().st_mode & 0o777 == 0o600
 

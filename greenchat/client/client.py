@@ -311,7 +311,8 @@ class Client:
         console = self.console
         console.hint(texts.HELP_HINT)
         console.start_editing(texts.PROMPT, self.names,
-                              default_history_path() if self.config.history else None)
+                              default_history_path(self.config.host, self.config.port, self.user)
+                              if self.config.history else None)
         # Killed or hung up: log out as cleanly as end of input does, and
         # leave through the same `finally` that gives the terminal back.
         handlers = [gevent.signal_handler(signum, self._terminated)

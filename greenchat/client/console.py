@@ -47,6 +47,7 @@ in docs/design.md).
 import atexit
 import logging
 import os
+import re
 import signal
 import stat
 import sys
@@ -332,11 +333,28 @@ class Console:
             self.out.flush()
 
 
-def default_history_path(environ=None):
-    """`$XDG_DATA_HOME/greenchat/history`, by default under ~/.local/share."""
+def default_history_path(host, port, user, environ=None):
+    """`$XDG_DATA_HOME/greenchat/history/HOST_PORT_USER` (by default under
+    ~/.local/share): one file per server and account."""
     environ = os.environ if environ is None else environ
     base = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "greenchat", "history")
+    # Names become one path component: anything but letters, digits, . and - is escaped.
+    name = "_".join(_SAFE.sub(lambda m: f"%{ord(m.group()):02x}", str(part))
+                    for part in (host, port, user))
+    return os.path.join(base, "greenchat", "history", name)
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9.-]")
+# A line longer than this is not kept (a pasted page, a refused long line).
+HISTORY_LINE_MAX = 1000
+
+
+def kept_in_history(line):
+    """Lines the history file never holds: private text (the README says it
+    is not stored), anything pasted or multi-line, very long lines."""
+    word = line.split(None, 1)[0] if line.strip() else ""
+    return bool(word) and word.lstrip("/") != "private" and "\n" not in line \
+        and "\r" not in line and len(line) <= HISTORY_LINE_MAX
 
 
 def load_history(path, limit=1000):
@@ -356,7 +374,7 @@ def append_history(path, line, limit=1000):
     A history nobody can write is no reason to stop chatting: errors are
     ignored. Past HISTORY_BYTES the file is cut back to its last `limit` lines.
     """
-    if not path or not line.strip():
+    if not path or not kept_in_history(line):
         return
     try:
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
