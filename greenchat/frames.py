@@ -57,6 +57,11 @@ def pong():
     return {"type": "pong"}
 
 
+def names_request():
+    """Ask for the account names this user may see (for Tab completion)."""
+    return {"type": "names"}
+
+
 def command(request_id, line, txn=None, retry=False):
     """A typed line. `txn`, the client's transaction id, makes a resent
     command (`retry`, after a reconnect) answered with its first answer
@@ -100,6 +105,11 @@ def login(status, text=None, user=None, token=None, resumed=False, retry_after=N
 
 def ping():
     return {"type": "ping"}
+
+
+def names(users):
+    """The answer to names_request: account names, sorted."""
+    return {"type": "names", "users": users}
 
 
 def reply(request_id, lines=(), ok=True, extra=None):

@@ -550,3 +550,14 @@ def test_replies_say_what_became_of_a_message_and_a_broadcast(make_server):
     assert reply["ok"] and "stored" not in reply
     _, reply = alice.command("broadcast hello")
     assert reply["delivered"] == 1
+
+
+def test_names_lists_every_account_a_user_may_see(make_server):
+    server = make_server(USERS)
+    alice, bob = online(server, "alice", "bob")
+    assert reply_lines(bob, "block alice") == [texts.blocked("alice")]
+    alice.send({"type": "names"})
+    bob.send({"type": "names"})
+    # Offline accounts too; never one's own, never a user who blocks you.
+    assert alice.wait_for(lambda f: f["type"] == "names")["users"] == ["carol", "dave"]
+    assert bob.wait_for(lambda f: f["type"] == "names")["users"] == ["alice", "carol", "dave"]

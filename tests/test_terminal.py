@@ -302,3 +302,11 @@ def test_the_half_typed_line_is_printed_after_the_idle_logout(quick_idle_server,
     # After the goodbye, the typed text on its own line, plain, to copy.
     assert re.fullmatch(STAMP + re.escape(texts.LOGGED_OUT_IDLE), rows[-2]), rows
     assert rows[-1] == "message yoda half typ"
+
+
+def test_tab_completes_an_offline_account_named_by_the_server(server_process, tmp_path):
+    term = hans_in_a_terminal(server_process, tmp_path)       # yoda has never logged in
+    term.type("message yo\t")
+    term.wait(lambda t: t.input_line() == ("> message yoda", 15), "yoda completed")
+    term.type("\x15logout\r")                                 # Ctrl-U clears the line
+    assert term.finish() == 0

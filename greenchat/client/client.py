@@ -178,8 +178,8 @@ class Client:
         self._ackers = Group()   # every ack greenlet alive: none outlives the session
         self._on = {"message": self._on_message, "presence": self._on_presence,
                     "reply": self._on_reply, "private_offer": self._on_offer,
-                    "private_stop": self._on_private_stop, "bye": self._on_end,
-                    "error": self._on_end, "ping": self._on_ping,
+                    "private_stop": self._on_private_stop, "names": self._on_names,
+                    "bye": self._on_end, "error": self._on_end, "ping": self._on_ping,
                     "notice": self._on_notice}
         self.handlers = {commands.PRIVATE: self.links.private,
                           commands.STOPPRIVATE: self.links.stopprivate,
@@ -318,6 +318,9 @@ class Client:
         handlers = [gevent.signal_handler(signum, self._terminated)
                     for signum in (signal.SIGTERM, signal.SIGHUP)]
         self.connected.set()
+        if console.interactive:
+            # Tab completes every name the server may show us, offline ones too.
+            self.conn.send(frames.names_request())
         self._receiver = self._workers.spawn(self._receive, self.conn)
         keyboard = gevent.spawn(self._keyboard)
         try:
@@ -624,6 +627,13 @@ class Client:
         if user is not None and isinstance(online, bool):
             self.names.saw(user)
             self.console.show(texts.presence_line(user, online), "presence")
+
+    def _on_names(self, frame):
+        users = frame.get("users")
+        if isinstance(users, list):
+            for user in users:
+                if isinstance(user, str):
+                    self.names.saw(user)
 
     def _on_offer(self, frame):
         sender, token = frames.string_or_none(frame, "from"), frames.string_or_none(frame, "token")

@@ -104,6 +104,10 @@ class Accounts:
     def __contains__(self, name):
         return name in self.credentials
 
+    @property
+    def usernames(self):
+        return self.credentials.usernames
+
     def generation(self, name):
         """Changes when `name`'s account is deleted (or deleted and added
         again): a login compares it before and after it waits."""

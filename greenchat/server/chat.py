@@ -145,6 +145,12 @@ class Chat:
             raise InvalidCommand()
         return self.handlers[spec](session, *args) or NOTHING
 
+    def names_for(self, asker):
+        """The account names `asker` may see: all but its own and those of
+        the users who block it (a block hides the blocker)."""
+        return sorted(name for name in self.accounts.usernames
+                      if name != asker and not self.blocks.blocks(name, asker))
+
     def _known_other(self, session, user, self_error):
         if user not in self.accounts:
             raise CommandError(texts.INVALID_USER)

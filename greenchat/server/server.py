@@ -541,6 +541,10 @@ class ChatServer:
             kind = frame["type"]
             if kind == "pong":
                 continue            # an answer to a ping: alive, not active
+            if kind == "names":
+                # For completion: every account but ours and those blocking us.
+                session.send(frames.names(self.chat.names_for(session.user)))
+                continue
             if kind == "ack":
                 # Not activity; free when it acknowledges something new, so
                 # a busy reader's acks never count as flooding.
