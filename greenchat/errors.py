@@ -52,13 +52,15 @@ class ConnectionLost(GreenchatError):
 class TLSError(ConnectionLost):
     """A TLS handshake failed, timed out, or met an unexpected certificate.
 
-    `verify` is True when the failure is the certificate being refused.
+    `verify` is True when the failure is the certificate being refused,
+    `wrong_name` when it was refused for naming another host.
     """
 
-    def __init__(self, reason, verify=False):
+    def __init__(self, reason, verify=False, wrong_name=False):
         super().__init__(reason)
         self.reason = reason
         self.verify = verify
+        self.wrong_name = wrong_name
 
 
 class CommandError(GreenchatError):

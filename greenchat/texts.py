@@ -170,6 +170,11 @@ def certificate_refused(host, port, reason):
             f"({reason}); give the right CA with --ca FILE")
 
 
+def certificate_for_another_name(host, port, reason):
+    return (f"Cannot connect to server at {host}:{port}: its TLS certificate is not for {host} "
+            f"({reason}); make one that is with greenchat-admin mkcert --name {host}")
+
+
 def tls_failed(host, port, reason):
     return (f"Cannot connect to server at {host}:{port}: TLS handshake failed ({reason}); "
             f"does the server use TLS?")

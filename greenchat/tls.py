@@ -129,6 +129,11 @@ def accept(sock, context, timeout, plain_refusal=None):
     return tls_sock
 
 
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and _IP_ADDRESS_MISMATCH: a good
+# certificate, for another name.
+NAME_MISMATCH = (62, 64)
+
+
 def connect(sock, context, timeout, server_hostname=None, pin=None):
     """Run the client side of a handshake on the connected `sock`.
 
@@ -141,7 +146,8 @@ def connect(sock, context, timeout, server_hostname=None, pin=None):
         try:
             tls_sock.do_handshake()
         except ssl.SSLCertVerificationError as exc:
-            raise TLSError(exc.verify_message or describe(exc), verify=True) from None
+            raise TLSError(exc.verify_message or describe(exc), verify=True,
+                           wrong_name=exc.verify_code in NAME_MISMATCH) from None
         except (OSError, ssl.SSLError) as exc:
             raise TLSError(describe(exc)) from None
     if pin is not None:

@@ -193,7 +193,8 @@ class Client:
             self.conn = FrameConnection.connect(config.host, config.port, config.connect_timeout,
                                                 SERVER_MAX_FRAME, tls_context=self.tls_context)
         except TLSError as exc:
-            explain = texts.certificate_refused if exc.verify else texts.tls_failed
+            explain = texts.certificate_for_another_name if exc.wrong_name else \
+                texts.certificate_refused if exc.verify else texts.tls_failed
             # The reason may quote the server's certificate.
             print(visible(explain(config.host, config.port, exc.reason)), file=sys.stderr)
             return 1
