@@ -246,3 +246,25 @@ def test_piped_mode_shows_no_marks_stamps_or_day_lines():
     console.show("yoda: stored", at=1.0, mark="(offline)")
     console.show("yoda: hi all", prefix="[all]")
     assert out.getvalue().splitlines() == ["yoda: stored", "yoda: hi all"]
+
+
+def test_input_left_unread_at_exit_is_discarded_not_left_for_the_shell():
+    import select
+
+    from greenchat.client.console import Console
+    from greenchat.client.lineedit import Completer
+    master, slave = os.openpty()
+    out = os.fdopen(os.dup(slave), "w")
+    try:
+        console = Console(in_fd=slave, out=out)
+        assert console.interactive
+        console.start_editing("> ", Completer(None), None)
+        # Typed (or pasted) while the client was on its way out, never read.
+        os.write(master, b"message yoda this must not run in a shell\n")
+        assert select.select([slave], [], [], 1)[0]
+        console.stop_editing()
+        assert not select.select([slave], [], [], 0.2)[0]
+    finally:
+        out.close()
+        os.close(master)
+        os.close(slave)

@@ -223,7 +223,9 @@ class Console:
         saved, self._saved_mode, self.editor = self._saved_mode, None, None
         self._write(CLEAR_LINE)
         try:
-            termios.tcsetattr(self.in_fd, termios.TCSADRAIN, saved)
+            # TCSAFLUSH: whatever is typed or pasted and not yet read is
+            # discarded, so nothing meant for the chat reaches the shell.
+            termios.tcsetattr(self.in_fd, termios.TCSAFLUSH, saved)
         except termios.error:
             pass
 
