@@ -1,6 +1,8 @@
 """Unit tests of the sans-IO input line: key decoding, editing, history,
 completion and rendering, with bytes and strings only."""
 
+import time
+
 import pyte
 import pytest
 
@@ -155,3 +157,81 @@ def test_any_bytes_are_safe(data):
     for key in KeyDecoder().feed(data):
         editor.handle(key)
     editor.render(10)
+
+
+# Long lines (issue 14, item 2): only the window on screen is measured and drawn.
+
+LONG = 30_000
+MIXED = ("ab日本c語 dé" * LONG)[:LONG]        # ASCII, wide characters, spaces
+
+
+def _keys_round(editor, n=200):
+    """A mix of what a person does on a line: type, move, delete, jump."""
+    pattern = ["x", "left", "left", "日", "right", "backspace", "home", "y", "end",
+               "word-left", "delete", "word-right"]
+    for i in range(n):
+        editor.handle(pattern[i % len(pattern)])
+        yield editor.render(80)
+
+
+def test_redraw_of_a_long_line_is_bounded():
+    editor = LineEditor()
+    editor.set_text(MIXED[:LONG])
+    sizes = [len(out.encode()) for out in _keys_round(editor)]
+    # A window of 80 columns is at most 80 characters of up to 4 bytes, plus controls.
+    assert max(sizes) < 3 * 80 * 2
+    assert len(editor.text) > LONG - 200
+
+
+def _cost(text, repeats=5):
+    best = float("inf")
+    for _ in range(repeats):
+        editor = LineEditor()
+        editor.set_text(text)
+        editor.render(80)
+        started = time.perf_counter()
+        for _ in _keys_round(editor):
+            pass
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def test_a_key_costs_about_the_same_on_a_long_line_as_on_a_short_one():
+    short, long = _cost(MIXED[:30]), _cost(MIXED[:LONG])
+    assert long < 5 * short, (short, long)
+
+
+def test_a_long_paste_draws_at_once():
+    editor = LineEditor()
+    for key in KeyDecoder().feed(MIXED[:LONG].encode()):
+        editor.handle(key)
+    started = time.perf_counter()
+    line, cursor = draw(editor)
+    assert time.perf_counter() - started < 0.5
+    assert MIXED[:LONG].endswith(line[2:]) and cursor <= 19
+
+
+def _shown(screen_row):
+    """The characters pyte drew (a wide character leaves an empty cell after it)."""
+    return "".join(screen_row[x].data for x in sorted(screen_row)).rstrip()
+
+
+@pytest.mark.parametrize("width", [12, 13, 20])
+def test_wide_characters_at_the_window_edges(width):
+    text = "日本a語bc日本語" * 20
+    editor = LineEditor()
+    editor.set_text(text)
+    for position in [*range(len(text), -1, -1), *range(0, len(text) + 1, 3)]:
+        editor.cursor = position
+        screen = pyte.Screen(width, 2)
+        pyte.Stream(screen).feed(editor.render(width))
+        shown = _shown(screen.buffer[0])[2:]
+        start = editor._scroll
+        # A contiguous part of the line, from the window's start, no half character.
+        assert shown and text[start:start + len(shown)] == shown
+        assert text_width(shown) <= width - 3
+        # The cursor on its character, and within the screen.
+        assert screen.cursor.x == 2 + text_width(text[start:position]) <= width - 1
+        # The window is as full as it can be: the next character would not fit.
+        if start + len(shown) < len(text):
+            assert text_width(shown + text[start + len(shown)]) > width - 3

@@ -287,27 +287,62 @@ class LineEditor:
     # Screen ----------------------------------------------------------------
 
     def render(self, width):
-        """The bytes-to-be (a str) that redraw the input line on a `width`-column screen."""
+        """The bytes-to-be (a str) that redraw the input line on a `width`-column screen.
+
+        Only the window of the line on screen is measured and drawn, so a key
+        costs the same on a line of 30 characters as on one of 70,000: every
+        walk below stops after about `room` columns (and at most `_walk`
+        characters, for long runs of zero-width ones).
+        """
         prompt_width = text_width(self.prompt)
         room = max(1, width - prompt_width - 1)    # the last column stays free for the cursor
-        chars = self.chars
-        if self.cursor < self._scroll:
-            self._scroll = self.cursor
-        while text_width(chars[self._scroll:self.cursor]) > room:
-            self._scroll += 1
+        chars, cursor = self.chars, self.cursor
+        walk = 4 * room + 16
+        if cursor < self._scroll:
+            self._scroll = cursor
+        elif not _fits(chars, self._scroll, cursor, room, walk):
+            # The cursor went past the right edge: it goes at the right edge.
+            self._scroll = _start_fitting(chars, cursor, room, walk)
         # Scrolled as little as possible: use spare room on the left too.
-        while self._scroll and text_width(chars[self._scroll - 1:]) <= room:
-            self._scroll -= 1
+        if self._scroll and _fits(chars, self._scroll, len(chars), room, walk):
+            used, limit = text_width(chars[self._scroll:]), max(0, len(chars) - walk)
+            while self._scroll > limit and used + char_width(chars[self._scroll - 1]) <= room:
+                self._scroll -= 1
+                used += char_width(chars[self._scroll])
         shown, used = [], 0
-        for ch in chars[self._scroll:]:
+        for ch in chars[self._scroll:self._scroll + walk]:
             w = char_width(ch)
             if used + w > room:
                 break
             shown.append(ch)
             used += w
-        column = prompt_width + text_width(chars[self._scroll:self.cursor])
+        column = prompt_width + text_width(chars[self._scroll:cursor])
         move = f"\r\x1b[{column}C" if column else "\r"
         return "\r" + self.prompt + "".join(shown) + "\x1b[K" + move
+
+
+def _fits(chars, start, end, room, walk):
+    """Whether chars[start:end] takes at most `room` columns (and `walk` characters)."""
+    if end - start > walk:
+        return False
+    used = 0
+    for i in range(start, end):
+        used += char_width(chars[i])
+        if used > room:
+            return False
+    return True
+
+
+def _start_fitting(chars, end, room, walk):
+    """The smallest start such that chars[start:end] fits in `room` columns."""
+    start, used, limit = end, 0, max(0, end - walk)
+    while start > limit:
+        w = char_width(chars[start - 1])
+        if used + w > room:
+            break
+        used += w
+        start -= 1
+    return start
 
 
 class Completer:
