@@ -81,8 +81,13 @@ def ack(upto):
 
 # Server to client -------------------------------------------------------------
 
-def server_hello(server):
-    return {"type": "hello", "version": PROTOCOL_VERSION, "server": server}
+def server_hello(server, max_frame=None):
+    """The server's answer to hello; `max_frame`, the largest frame it takes
+    (bytes, without the newline), is left out when None."""
+    frame = {"type": "hello", "version": PROTOCOL_VERSION, "server": server}
+    if max_frame is not None:
+        frame["max_frame"] = max_frame
+    return frame
 
 
 def login(status, text=None, user=None, token=None, resumed=False, retry_after=None):

@@ -132,6 +132,16 @@ def test_wrong_protocol_version_is_refused(server, version):
     assert frames == [{"type": "error", "text": texts.UNSUPPORTED_VERSION}]
 
 
+def test_hello_carries_the_frame_limit(make_server):
+    for limit in (65_536, 2048):
+        server = make_server(USERS, max_frame=limit)
+        agent = Agent("alice", server.address)
+        agent.connect()
+        agent.send(hello())
+        answer = agent.wait_for(lambda f: f["type"] == "hello")
+        assert answer["max_frame"] == limit and type(answer["max_frame"]) is int
+
+
 # Messages ---------------------------------------------------------------------
 
 def test_message_is_delivered_verbatim_and_answered_with_nothing(server):

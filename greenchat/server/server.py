@@ -325,7 +325,7 @@ class ChatServer:
         if not frames.speaks_our_version(frame):
             session.send(frames.error(texts.UNSUPPORTED_VERSION))
             raise ConnectionLost(f"unsupported protocol version {frame.get('version')!r}")
-        session.send(frames.server_hello(f"greenchat {__version__}"))
+        session.send(frames.server_hello(f"greenchat {__version__}", self.config.max_frame))
 
     def _login(self, session):
         """Run the username/password exchange; True once the user is online."""
