@@ -24,7 +24,7 @@ def test_text_control_keys_and_escape_sequences():
     assert keys(b"\x1b[A\x1b[B\x1b[C\x1b[D\x1bOH\x1bOF\x1b[3~\x1b[1;5D\x1bb") == [
         "up", "down", "right", "left", "home", "end", "delete", "word-left", "word-left"]
     # Unknown sequences and controls are dropped whole; an unknown Alt-key keeps its key.
-    assert keys(b"\x1b[200~x\x1b[15~\x07y\x1bqz") == ["x", "y", "q", "z"]
+    assert keys(b"\x1b[299~x\x1b[15~\x07y\x1bqz") == ["x", "y", "q", "z"]
 
 
 def test_sequences_and_utf8_split_across_reads():
@@ -235,3 +235,28 @@ def test_wide_characters_at_the_window_edges(width):
         # The window is as full as it can be: the next character would not fit.
         if start + len(shown) < len(text):
             assert text_width(shown + text[start + len(shown)]) > width - 3
+
+
+def test_a_paste_is_text_line_breaks_included_whatever_the_terminal_sends():
+    from greenchat.client.lineedit import KeyDecoder
+    keys = KeyDecoder().feed(b"\x1b[200~one\rtwo\r\nthree\nfour\tfive\x1b[A\x03\x1b[201~\r")
+    assert keys == ["paste-start", *"one\ntwo\nthree\nfour five", "paste-end", "enter"]
+    # The end marker cut in two by the reads.
+    decoder = KeyDecoder()
+    assert decoder.feed(b"\x1b[200~a\rb\x1b[20") == ["paste-start", "a", "\n", "b"]
+    assert decoder.feed(b"1~\r") == ["paste-end", "enter"]
+
+
+def test_a_pasted_paragraph_is_one_line_sent_on_enter_and_drawn_with_marks():
+    from greenchat.client.lineedit import ENTER, LINE_BREAK_MARK, KeyDecoder, LineEditor
+    editor = LineEditor("> ")
+    outcomes = [editor.handle(key) for key in
+                KeyDecoder().feed(b"message yoda \x1b[200~line one\rline two\x1b[201~")]
+    assert outcomes == [None] * len(outcomes)              # nothing sent yet
+    assert editor.text == "message yoda line one\nline two"
+    assert f"line one{LINE_BREAK_MARK}line two" in editor.render(80)
+    assert "\n" not in editor.render(80)
+    assert editor.handle("enter") == (ENTER, "message yoda line one\nline two")
+    assert editor.last_pasted is True
+    editor.handle("w")
+    assert editor.handle("enter") == (ENTER, "w") and editor.last_pasted is False

@@ -310,3 +310,25 @@ def test_tab_completes_an_offline_account_named_by_the_server(server_process, tm
     term.wait(lambda t: t.input_line() == ("> message yoda", 15), "yoda completed")
     term.type("\x15logout\r")                                 # Ctrl-U clears the line
     assert term.finish() == 0
+
+
+def test_a_pasted_paragraph_is_one_message(server_process, tmp_path):
+    term, yoda = hans_sees_yoda_arrive(server_process, tmp_path)
+    assert "\x1b[?2004h" in term.output                      # bracketed paste is on
+    term.type("message yoda ")
+    term.type("\x1b[200~line one\rline two\r\nline three\x1b[201~")
+    term.wait(lambda t: "line one\u21b5line two\u21b5line three" in t.input_line()[0],
+              "the paste in the input line")
+    term.type("\r")
+    # One message, its line breaks kept (shown as continuation lines).
+    yoda.expect("hans: line one")
+    yoda.expect("  line two")
+    yoda.expect("  line three")
+    term.type("logout\r")
+    assert term.finish() == 0
+    assert "\x1b[?2004l" in term.output                      # and off again at the end
+    history = tmp_path / "xdg" / "greenchat" / "history" / \
+        f"127.0.0.1_{server_process.port}_hans"
+    assert history.read_text() == "logout\n"                  # nothing pasted is kept
+    yoda.write("logout")
+    assert yoda.finish() == 0

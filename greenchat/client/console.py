@@ -58,7 +58,15 @@ import gevent
 from gevent.socket import wait_read
 
 from greenchat import texts
-from greenchat.client.lineedit import ENTER, EOF, SHOW, KeyDecoder, LineEditor
+from greenchat.client.lineedit import (
+    BRACKETED_PASTE_OFF,
+    BRACKETED_PASTE_ON,
+    ENTER,
+    EOF,
+    SHOW,
+    KeyDecoder,
+    LineEditor,
+)
 
 try:
     import termios
@@ -208,6 +216,7 @@ class Console:
         self._saved_mode = termios.tcgetattr(self.in_fd)
         atexit.register(self.stop_editing)
         self._enter_cbreak()
+        self._write(BRACKETED_PASTE_ON)
         for signum, handler in ((signal.SIGWINCH, self._resized),
                                 (signal.SIGTSTP, self._suspend)):
             self._signal_handlers.append(gevent.signal_handler(signum, handler))
@@ -221,7 +230,7 @@ class Console:
         if self._saved_mode is None:
             return
         saved, self._saved_mode, self.editor = self._saved_mode, None, None
-        self._write(CLEAR_LINE)
+        self._write(CLEAR_LINE + BRACKETED_PASTE_OFF)
         try:
             # TCSAFLUSH: whatever is typed or pasted and not yet read is
             # discarded, so nothing meant for the chat reaches the shell.
@@ -232,6 +241,7 @@ class Console:
     def _enter_cbreak(self):
         mode = termios.tcgetattr(self.in_fd)
         mode[0] &= ~termios.IXON                                 # Ctrl-S must not freeze output
+        mode[0] &= ~termios.ICRNL       # CR as CR: a pasted CR LF is one line break, not two
         mode[3] &= ~(termios.ICANON | termios.ECHO | termios.IEXTEN)
         mode[6][termios.VMIN], mode[6][termios.VTIME] = 1, 0
         termios.tcsetattr(self.in_fd, termios.TCSADRAIN, mode)
@@ -279,7 +289,8 @@ class Console:
                     line = outcome[1]
                     # The typed line stays in the scrollback, as a shell's does.
                     self._write(CLEAR_LINE + editor.prompt + line + "\n")
-                    append_history(self._history_path, line)
+                    if not editor.last_pasted:      # nothing pasted is kept
+                        append_history(self._history_path, line)
                     self._draw()
                     return line
                 if outcome[0] == EOF:

@@ -44,7 +44,13 @@ _CSI_KEYS = {
     "A": "up", "B": "down", "C": "right", "D": "left", "H": "home", "F": "end",
     "1~": "home", "7~": "home", "4~": "end", "8~": "end", "3~": "delete",
     "1;5C": "word-right", "1;5D": "word-left", "1;3C": "word-right", "1;3D": "word-left",
+    "200~": "paste-start", "201~": "paste-end",
 }
+# Bracketed paste (xterm's mode 2004): the terminal wraps pasted text in
+# paste-start and paste-end, so it is taken as text, line breaks included.
+BRACKETED_PASTE_ON, BRACKETED_PASTE_OFF = "\x1b[?2004h", "\x1b[?2004l"
+# How a line break in the input line is drawn.
+LINE_BREAK_MARK = "\u21b5"
 _ALT_KEYS = {"b": "word-left", "f": "word-right", "d": "kill-word-forward",
              "\x7f": "kill-word", "\x08": "kill-word"}
 
@@ -59,6 +65,8 @@ class KeyDecoder:
     def __init__(self):
         self._pending = ""
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self.pasting = False       # between paste-start and paste-end
+        self._after_cr = False     # a pasted CR was just taken as a line break
 
     def feed(self, data):
         text = self._pending + self._utf8.decode(data)
@@ -72,11 +80,27 @@ class KeyDecoder:
                 if used == 0:              # incomplete: wait for more
                     self._pending = text[i:]
                     break
-                if key:
+                if key == "paste-start" or key == "paste-end":
+                    self.pasting = key == "paste-start"
+                    keys.append(key)
+                elif key and not self.pasting:
                     keys.append(key)
                 i += used
                 continue
             code = ord(ch)
+            if self.pasting and code < 0x20:
+                # Pasted: a line break (CR, LF or CR LF) is text; a tab a
+                # space; other controls are dropped.
+                if ch == "\n" and self._after_cr:
+                    pass
+                elif ch in "\r\n":
+                    keys.append("\n")
+                elif ch == "\t":
+                    keys.append(" ")
+                self._after_cr = ch == "\r"
+                i += 1
+                continue
+            self._after_cr = False
             if code < 0x20 or code == 0x7F:
                 key = _CONTROL_KEYS.get(code)
                 if key:
@@ -129,6 +153,8 @@ class LineEditor:
         self._draft = None         # the typed line, kept while walking history
         self._killed = ""
         self._last_key = None
+        self._pasted = False       # the line holds pasted text
+        self.last_pasted = False   # the line last entered did
 
     @property
     def text(self):
@@ -142,9 +168,13 @@ class LineEditor:
             return None
         if key == "enter":
             line = self.text
+            self.last_pasted, self._pasted = self._pasted, False
             self._remember(line)
             self._set("")
             return ENTER, line
+        if key == "paste-start":
+            self._pasted = True
+            return None
         if key == "ctrl-d":
             if not self.chars:
                 return (EOF,)
@@ -314,7 +344,7 @@ class LineEditor:
             w = char_width(ch)
             if used + w > room:
                 break
-            shown.append(ch)
+            shown.append(LINE_BREAK_MARK if ch == "\n" else ch)
             used += w
         column = prompt_width + text_width(chars[self._scroll:cursor])
         move = f"\r\x1b[{column}C" if column else "\r"
