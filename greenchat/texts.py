@@ -32,6 +32,12 @@ STORE_FAILED = "Error. The server could not save that; try again"
 CANNOT_UNBLOCK_SELF = "Error. Cannot unblock self"
 
 
+def message_too_long(size, limit):
+    """Client-side: a command whose frame (`size` bytes) is over the server's
+    `limit` is not sent."""
+    return f"Error. Message too long ({size} bytes, at most {limit})"
+
+
 def mailbox_full(user):
     return f"Error. {user}'s mailbox is full"
 

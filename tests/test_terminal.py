@@ -12,6 +12,7 @@ import time
 import pytest
 
 from greenchat import texts
+from greenchat.client.lineedit import text_width
 
 from support import CLIENT_SCRIPT, DEADLINE, SERVER_SCRIPT, Proc, listening_port, login
 
@@ -332,3 +333,25 @@ def test_a_pasted_paragraph_is_one_message(server_process, tmp_path):
     assert history.read_text() == "logout\n"                  # nothing pasted is kept
     yoda.write("logout")
     assert yoda.finish() == 0
+
+
+def test_a_long_paste_is_quick_and_a_line_too_long_is_kept_for_editing(server_process, tmp_path):
+    term = hans_in_a_terminal(server_process, tmp_path)
+    text = "message yoda " + "日本語 and more, " * 5000 + "the end"      # 75,020 characters
+    started = time.monotonic()
+    term.type(text)
+    term.wait(lambda t: t.input_line()[0].endswith(", 日本語 and more, the end"), "the pasted text")
+    # It was 25 s at 100% CPU for 70 KB; now it is the time to pass it through the pty.
+    assert time.monotonic() - started < 10
+    row, column = term.input_line()
+    assert column == text_width(row) <= COLUMNS - 1           # the cursor at the text's end
+    term.type("\r")
+    term.wait_row(STAMP + r"Error\. Message too long \(\d+ bytes, at most 65536\)")
+    # The line is still there to edit: cut it down and send it.
+    term.wait(lambda t: t.input_line()[0].endswith("the end"), "the kept line")
+    term.type("\x01" + "\x1b[C" * 20 + "\x0b" + "\r")         # Home, 20 x Right, Ctrl-K, Enter
+    term.type("whoelse\r")
+    term.wait_row(STAMP + "No other users online")
+    assert not any("Connection to server lost" in row for row in term.rows())
+    term.type("logout\r")
+    assert term.finish() == 0

@@ -89,7 +89,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.pool import Group
 
-from greenchat import __version__, commands, frames, texts, tls
+from greenchat import __version__, codec, commands, frames, texts, tls
 from greenchat.client import peer
 from greenchat.client.console import default_history_path, visible
 from greenchat.client.lineedit import Completer
@@ -154,6 +154,8 @@ class Client:
         self._up_since = None      # ...and when it succeeded
         self._workers = Group()    # receivers and the reconnector: none outlives the session
         self._next_id = 0
+        # The largest command frame the server takes: its hello says.
+        self.server_max_frame = codec.DEFAULT_MAX_FRAME
         self.answered = Event()  # set while no command of ours awaits its answer
         self.answered.set()
         self.listener = None
@@ -246,6 +248,10 @@ class Client:
         answer = self._expect("hello")
         if not frames.speaks_our_version(answer):
             raise ProtocolError(f"the server speaks protocol version {answer.get('version')!r}")
+        limit = answer.get("max_frame", codec.DEFAULT_MAX_FRAME)
+        if type(limit) is not int or limit < 1:
+            raise ProtocolError(f"a hello with max_frame {limit!r}")
+        self.server_max_frame = limit
 
     def _login(self):
         console = self.console
@@ -772,6 +778,13 @@ class Client:
                 self.console.show(texts.private_already_active(args[0]))
                 self._prompt()
                 continue
+            size = self._frame_size(line)
+            if size > self.server_max_frame:
+                # Sent, it would cost the session: the server drops a frame too large.
+                self.console.show(texts.message_too_long(size, self.server_max_frame))
+                self.console.keep(line)
+                self._prompt()
+                continue
             # During a reconnect the line waits, and the next ones in the console.
             if not self._wait_connected():
                 return
@@ -792,6 +805,13 @@ class Client:
             if left <= 0:
                 return
             gevent.wait([self.answered, self.disconnected], timeout=left, count=1)
+
+    def _frame_size(self, line):
+        """The bytes (without the newline, as the server counts them) of the
+        frame that would carry `line` as the next command, as resent after a
+        reconnect: the largest it can be."""
+        txn = f"{self._txn_prefix}.{self._txn_count + 1}"
+        return len(codec.encode(frames.command(self._next_id + 1, line, txn=txn, retry=True))) - 1
 
     def _send_command(self, line, spec=None):
         """Send a typed line (its spec, if it parsed) as the next command; if

@@ -265,6 +265,13 @@ class Console:
             self._enter_cbreak()
             self._resized()
 
+    def keep(self, line):
+        """Put a line that was not sent back into the input line, for editing
+        (on a terminal; elsewhere there is nothing to put it back into)."""
+        if self.editor is not None:
+            self.editor.set_text(line)
+            self._draw()
+
     def _draw(self):
         if self.editor is not None:
             self._write(self.editor.render(self._width))
