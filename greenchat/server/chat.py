@@ -203,12 +203,13 @@ class Chat:
         frame = encode(frames.message(sender, text, mid, now, txn, broadcast=True))
         blockers = self.blocks.blockers_of(sender)
         online = self.online
-        delivered = 0
         for user, other in online.items():
             if user != sender and user not in blockers:
                 other.deliver(frame, mid)
-                delivered += 1
-        skipped = " ".join(sorted(user for user in blockers if user in online)) or None
+        left_out = sorted(user for user in blockers if user in online)
+        # Counted outside the loop: a fan-out pays nothing per delivery for it.
+        delivered = len(online) - (sender in online) - len(left_out)
+        skipped = " ".join(left_out) or None
         pending = self.store.append((mid, sender, None, text, now, txn, skipped))
         # Whether or not they are online: the notice must not tell.
         # How many got it: as many as the sender's whoelse lists, no more told.
