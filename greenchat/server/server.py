@@ -199,9 +199,7 @@ class ChatServer:
         self._pool.kill(timeout=1)
         # Sessions waiting for their clients end too, their logouts recorded.
         for session in [s for s in self.online.values() if s.state is HIBERNATING]:
-            session.state = CLOSING
-            session.wake.set()
-            self._finish(session, "server stopping")
+            self._end_hibernation(session, "server stopping")
         self.chat.presence.stop()
         if self._sweeper is not None:
             self._sweeper.kill()
@@ -497,8 +495,13 @@ class ChatServer:
     def _expire(self, session):
         session.wake.wait(self.config.resume_window)
         if session.state is HIBERNATING and not self.stopping:
-            session.state = CLOSING
-            self._finish(session, "no resume")
+            self._end_hibernation(session, "no resume")
+
+    def _end_hibernation(self, session, why):
+        """A hibernating session ends: no client will take it back."""
+        session.state = CLOSING
+        session.wake.set()          # its _expire greenlet returns, if it waits
+        self._finish(session, why)
 
     def _command_loop(self, session):
         timeout = self.config.timeout
@@ -675,9 +678,7 @@ class ChatServer:
         session = self.online.get(name)
         if session is not None and session.state is HIBERNATING:
             session.end_reason = frames.REMOVED
-            session.state = CLOSING
-            session.wake.set()
-            self._finish(session, "account removed")
+            self._end_hibernation(session, "account removed")
         elif session is not None:
             session.end_reason = frames.REMOVED
             shutdown(session.sock, SHUT_RD)
