@@ -268,15 +268,9 @@ class Mailroom:
             log.info("recovered %d session(s) left open by an earlier run", closed + len(kept))
         self.next_id = self.store.first_free_id()
         self.reserved = self.next_id + ID_BLOCK - 1
-        self._wait(self.store.reserve_ids(self.reserved))
+        self.store.reserve_ids(self.reserved).value()
         self._greenlets = [gevent.spawn(self._write_cursors), gevent.spawn(self._purge)]
         return kept
-
-    @staticmethod
-    def _wait(pending, timeout=60.0):
-        if not pending.wait(timeout):
-            raise StoreError("the store did not answer")
-        return pending.value()
 
     # Ids --------------------------------------------------------------------
 
@@ -291,7 +285,7 @@ class Mailroom:
             pending = self._reserving
             if pending is None:
                 raise StoreError("no message ids could be reserved")
-            self._wait(pending)
+            pending.value()
         mid = self.next_id
         self.next_id = mid + 1
         return mid
