@@ -231,3 +231,20 @@ def test_a_resumes_last_is_recorded_as_acknowledged(make_server):
     assert fresh.login()["status"] == "ok"
     fresh.command("whoelse")
     assert fresh.texts() == []
+
+
+def test_ids_go_on_past_the_block_reserved_at_start(make_server, monkeypatch):
+    # Blocks of 4 ids: a pipelining sender spends them faster than the next
+    # is reserved, and waits for it; every id is still new and increasing.
+    from greenchat.server import session as session_module
+    monkeypatch.setattr(session_module, "ID_BLOCK", 4)
+    server = make_server(["alice", "bob"])
+    alice, bob = login_all(server, "alice", "bob")
+    with gevent.Timeout(10):
+        for i in range(11):             # pipelined: ids outrun the reservations
+            alice.send(frames.command(100 + i, f"message bob {i}"))
+        assert alice.command("message bob 11")[1]["ok"]
+    bob.command("whoelse")
+    ids = [f["id"] for _, f in bob.frames("message")]
+    assert [f["text"] for _, f in bob.frames("message")] == [str(i) for i in range(12)]
+    assert ids == sorted(set(ids))
