@@ -248,3 +248,27 @@ def test_ids_go_on_past_the_block_reserved_at_start(make_server, monkeypatch):
     ids = [f["id"] for _, f in bob.frames("message")]
     assert [f["text"] for _, f in bob.frames("message")] == [str(i) for i in range(12)]
     assert ids == sorted(set(ids))
+
+
+def test_a_retried_message_is_found_in_the_log_whatever_its_name(tmp_path):
+    (tmp_path / "credentials.txt").write_text("alice pw\nbob pw\n")
+    server = ServerProcess(str(tmp_path))
+    try:
+        alice = Agent("alice", server.address)
+        assert alice.login()["status"] == "ok"
+        for n, line in enumerate(("message bob one", "/msg bob two", "msg bob three")):
+            alice.send(frames.command(n, line, f"t.{n}"))
+        assert alice.command("whoelse")[1]["ok"]
+        server.kill()                       # the replies kept in memory are gone
+        server = ServerProcess(str(tmp_path))
+        alice = Agent("alice", server.address)
+        assert alice.login()["status"] == "ok"
+        for n, line in enumerate(("message bob one", "/msg bob two", "msg bob three")):
+            alice.send(frames.command(10 + n, line, f"t.{n}", retry=True))
+        assert alice.command("whoelse")[1]["ok"]
+        bob = Agent("bob", server.address)
+        assert bob.login()["status"] == "ok"
+        bob.command("whoelse")
+        assert bob.texts() == ["one", "two", "three"]       # none run twice
+    finally:
+        server.kill()

@@ -31,7 +31,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from greenchat import __version__, frames, texts, tls
+from greenchat import __version__, commands, frames, texts, tls
 from greenchat.codec import encode
 from greenchat.errors import (
     CommandError,
@@ -621,7 +621,8 @@ class ChatServer:
         it was answered then (True). The reply is kept in memory; a message or
         broadcast is also found in the log, across a restart."""
         first = self.answers.get(session.user, {}).get(txn)
-        if first is None and line.split(None, 1)[:1] in (["message"], ["broadcast"]):
+        word = line.split(None, 1)[0] if line.strip() else ""
+        if first is None and commands.lookup(word) in (commands.MESSAGE, commands.BROADCAST):
             try:
                 if self.store.find_txn(session.user, txn):
                     first = frames.reply(None, [])
