@@ -37,10 +37,15 @@ def password(secret, p2p_host=None, p2p_port=None, fingerprint=None):
     sees), and `p2p_host` is sent for servers older than that."""
     frame = {"type": "password", "password": secret}
     if p2p_port is not None:
-        p2p = frame["p2p"] = {"host": p2p_host, "port": p2p_port}
-        if fingerprint is not None:
-            p2p["fingerprint"] = fingerprint
+        frame["p2p"] = _p2p(p2p_host, p2p_port, fingerprint)
     return frame
+
+
+def _p2p(host, port, fingerprint):
+    p2p = {"host": host, "port": port}
+    if fingerprint is not None:
+        p2p["fingerprint"] = fingerprint
+    return p2p
 
 
 def resume(user, token, last, p2p_host=None, p2p_port=None, fingerprint=None):
@@ -49,7 +54,7 @@ def resume(user, token, last, p2p_host=None, p2p_port=None, fingerprint=None):
     message up to id `last`; `p2p` as in password()."""
     frame = {"type": "resume", "user": user, "token": token, "last": last}
     if p2p_port is not None:
-        frame["p2p"] = password("", p2p_host, p2p_port, fingerprint)["p2p"]
+        frame["p2p"] = _p2p(p2p_host, p2p_port, fingerprint)
     return frame
 
 
