@@ -17,6 +17,12 @@ def presence_of(agent, user):
     return [f["online"] for _, f in agent.frames("presence") if f["user"] == user]
 
 
+def hibernate(server, agent):
+    """`agent`'s connection dies; wait until the server's session hibernates."""
+    agent.drop()
+    assert poll(lambda: server.online[agent.name].state.value == "hibernating", 5)
+
+
 def login_all(server, *names, **agent_options):
     agents = [Agent(name, server.address, **agent_options) for name in names]
     for agent in agents:
@@ -36,8 +42,7 @@ def test_a_dropped_connection_resumes_with_no_presence_flap_and_nothing_lost(mak
     alice, bob = login_all(server, "alice", "bob")
     assert alice.command("message bob before")[1]["ok"]
     bob.wait_for(lambda f: f.get("text") == "before")
-    bob.drop()
-    poll(lambda: server.online["bob"].state.value == "hibernating", 5)
+    hibernate(server, bob)
     # Still online for everyone; messages to bob are accepted and kept.
     assert alice.command("whoelse")[1]["lines"] == ["bob"]
     for i in range(3):
@@ -61,8 +66,7 @@ def test_unacknowledged_messages_come_again_on_resume_and_the_client_drops_them(
     for i in range(5):
         assert alice.command(f"message bob {i}")[1]["ok"]
     poll(lambda: len(bob.texts()) == 5, 5)
-    bob.drop()
-    poll(lambda: server.online["bob"].state.value == "hibernating", 5)
+    hibernate(server, bob)
     # The client showed 0-2 and acknowledged nothing; it says so on resume.
     assert bob.resume(last=bob.frames("message")[2][1]["id"])["status"] == "ok"
     bob.command("whoelse")
@@ -100,8 +104,7 @@ def test_a_wrong_token_is_expired_and_the_password_still_works_on_that_connectio
 def test_a_password_login_takes_a_hibernating_session_over(make_server):
     server = make_server(["alice", "bob"], resume_window=10)
     alice, bob = login_all(server, "alice", "bob")
-    bob.drop()
-    poll(lambda: server.online["bob"].state.value == "hibernating", 5)
+    hibernate(server, bob)
     assert alice.command("message bob kept for you")[1]["ok"]
     fresh = Agent("bob", server.address)
     frame = fresh.login()
@@ -187,8 +190,7 @@ def test_sessions_open_at_a_crash_come_back_hibernating(tmp_path):
 def test_a_hibernating_session_whose_mail_overflows_ends(make_server):
     server = make_server(["alice", "bob"], resume_window=30, mailbox_limit=5)
     alice, bob = login_all(server, "alice", "bob")
-    bob.drop()
-    poll(lambda: server.online["bob"].state.value == "hibernating", 5)
+    hibernate(server, bob)
     for i in range(8):
         assert alice.command(f"message bob {i}")[1]["ok"]
     assert poll(lambda: presence_of(alice, "bob") == [True, False], 5)
@@ -202,8 +204,7 @@ def test_a_hibernating_session_whose_mail_overflows_ends(make_server):
 def test_a_deleted_accounts_hibernating_session_ends(make_server, tmp_path):
     server = make_server(["alice", "bob"], resume_window=30)
     alice, bob = login_all(server, "alice", "bob")
-    bob.drop()
-    poll(lambda: server.online["bob"].state.value == "hibernating", 5)
+    hibernate(server, bob)
     (tmp_path / "credentials.txt").write_text("alice pw\n")
     server.reload_credentials()
     assert poll(lambda: "bob" not in server.online, 5)
@@ -219,8 +220,7 @@ def test_a_resumes_last_is_recorded_as_acknowledged(make_server):
         assert alice.command(f"message bob {i}")[1]["ok"]
     poll(lambda: len(bob.texts()) == 3, 5)
     last = bob.frames("message")[-1][1]["id"]
-    bob.drop()
-    poll(lambda: server.online["bob"].state.value == "hibernating", 5)
+    hibernate(server, bob)
     again = Agent("bob", server.address, acks=False)
     assert again.resume(token=bob.token, last=last)["status"] == "ok"
     again.command("whoelse")
