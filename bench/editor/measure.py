@@ -28,13 +28,8 @@ from bench.common import ROOT
 
 
 def measure(script):
-    env = dict(os.environ, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
     started = time.perf_counter()
-    # As a module of this repository, like measure.py itself.
-    term = pexpect.spawn(sys.executable, ["-m", f"bench.editor.{script[:-3]}"], cwd=ROOT,
-                         env=env, timeout=20, encoding="utf-8", dimensions=(24, 80))
-    term.delaybeforesend = None
-    term.expect(">")
+    term = _spawn(script, timeout=20)
     startup = time.perf_counter() - started
     latencies = []
     for ch in "abcdefghijklmnopqrstuvwxyz" * 2:
@@ -43,25 +38,33 @@ def measure(script):
         term.send(ch)
         term.expect_exact(ch)
         latencies.append(time.perf_counter() - sent)
-    term.sendline("")
-    term.sendline("quit")
-    term.expect(r"MAXGAP ([\d.]+) ms")
-    term.close()
+    gap = _finish(term)
     return (f"{script:16} first prompt {startup * 1000:5.0f} ms   echo median "
             f"{statistics.median(latencies) * 1000:5.2f} ms, worst {max(latencies) * 1000:5.2f} ms"
-            f"   longest hub gap {term.match.group(1)} ms")
+            f"   longest hub gap {gap} ms")
 
 
 LONG_TEXT = "lorem ipsum 日本語 dolor "
 
 
-def _spawn(script):
+def _spawn(script, timeout=120):
+    """`script` in a pseudo-terminal, once it shows its prompt."""
     env = dict(os.environ, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
+    # As a module of this repository, like measure.py itself.
     term = pexpect.spawn(sys.executable, ["-m", f"bench.editor.{script[:-3]}"], cwd=ROOT,
-                         env=env, timeout=120, encoding="utf-8", dimensions=(24, 80))
+                         env=env, timeout=timeout, encoding="utf-8", dimensions=(24, 80))
     term.delaybeforesend = None
     term.expect(">")
     return term
+
+
+def _finish(term):
+    """Quit the editor; the longest hub gap it reported, in ms."""
+    term.sendline("")
+    term.sendline("quit")
+    term.expect(r"MAXGAP ([\d.]+) ms")
+    term.close()
+    return term.match.group(1)
 
 
 def measure_line(length):
@@ -89,14 +92,11 @@ def measure_line(length):
             term.send(key)
             term.expect_exact(drawn)
             jumps.append(time.perf_counter() - sent)
-    term.sendline("")
-    term.sendline("quit")
-    term.expect(r"MAXGAP ([\d.]+) ms")
-    term.close()
+    gap = _finish(term)
     return (f"line of {length:6} chars   paste drawn {paste * 1000:7.1f} ms   echo median "
             f"{statistics.median(echo) * 1000:5.2f} ms, worst {max(echo) * 1000:5.2f} ms   "
             f"Home/End median {statistics.median(jumps) * 1000:5.2f} ms, "
-            f"worst {max(jumps) * 1000:5.2f} ms   longest hub gap {term.match.group(1)} ms")
+            f"worst {max(jumps) * 1000:5.2f} ms   longest hub gap {gap} ms")
 
 
 def main():
