@@ -30,7 +30,7 @@ from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
 from greenchat import __version__, commands, texts, tls
 from greenchat import websocket as ws
 from greenchat.errors import ConfigError, TLSError
-from greenchat.transport import SHUT_RD, close, configure, refuse, shutdown
+from greenchat.transport import SHUT_RD, close, configure, discard_received, refuse, shutdown
 
 log = logging.getLogger("greenchat.web")
 
@@ -242,6 +242,7 @@ class WebListener(WSGIServer):
                     sock = tls.accept(sock, chat.tls, HTTP_TIMEOUT, _PLAIN_TO_TLS)
                 except TLSError as exc:
                     log.info("HTTPS connection from %s refused: %s", address[0], exc)
+                    discard_received(sock)
                     close(sock)
                     return
             self.networks[sock], self.accepted[sock] = network, accepted
