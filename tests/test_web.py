@@ -277,6 +277,23 @@ def test_a_silent_http_connection_is_closed(server, monkeypatch):
     wait_until(lambda: server.connections == 0, lambda: f"{server.connections} held")
 
 
+def test_a_request_trickled_in_is_cut_off_at_its_deadline(server, monkeypatch):
+    monkeypatch.setattr(web, "HTTP_TIMEOUT", 0.5)
+    sock = socket.create_connection(web_address(server))
+    sock.sendall(b"GET / HTTP/1.1\r\n")
+    started = gevent.get_hub().loop.now()
+    with gevent.Timeout(5):
+        try:
+            # A header byte every 0.1 s: each read is quick, the request never whole.
+            for _ in range(40):
+                sock.sendall(b"X")
+                gevent.sleep(0.1)
+        except OSError:
+            pass
+    assert gevent.get_hub().loop.now() - started < 1.5
+    wait_until(lambda: server.connections == 0, lambda: f"{server.connections} held")
+
+
 def test_the_login_deadline_holds_for_a_websocket(make_server):
     server = make_server(USERS, http_port=0, login_timeout=0.5)
     client = WebSocketClient(web_address(server))

@@ -25,6 +25,7 @@ import logging
 import os
 from time import monotonic
 
+import gevent
 from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
 
 from greenchat import __version__, commands, texts, tls
@@ -136,6 +137,24 @@ class _Handler(WSGIHandler):
             super().handle()
         finally:
             self.server.idle.discard(sock)
+
+    def handle_one_request(self):
+        # The whole request line and headers within HTTP_TIMEOUT, however
+        # they trickle in (a socket timeout counts from each byte).
+        timer = self._reading = gevent.Timeout.start_new(HTTP_TIMEOUT)
+        try:
+            return super().handle_one_request()
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            return None
+        finally:
+            timer.close()
+            del timer
+
+    def get_environ(self):
+        self._reading.close()       # the request is in: no more deadline
+        return super().get_environ()
 
     def run_application(self):
         if self.environ.get("PATH_INFO") == "/ws":
