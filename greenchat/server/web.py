@@ -185,6 +185,10 @@ class _Handler(WSGIHandler):
         self.headers_sent = True
         web.idle.discard(sock)
         trailing = self._buffered()
+        # Not needed again, and held for the session's life otherwise: the
+        # reader's 8 KB buffer and the request.
+        self.rfile.close()
+        self.environ = self.headers = None
         sock.settimeout(None)
         chat = web.chat
         # The socket is the session's from here (pywsgi closes it after),
