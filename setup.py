@@ -23,7 +23,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["greenchat", "greenchat.*"]),
-    install_requires=["gevent>=25.9.1", "cryptography>=42"],
+    # The web client's page: plain files served as they are.
+    package_data={"greenchat": ["web/*.html", "web/*.js", "web/*.css", "web/*.png",
+                                "web/*.svg", "web/*.ico"]},
+    install_requires=["gevent>=25.9.1", "cryptography>=42", "wsproto>=1.2"],
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "pexpect>=4", "pyte>=0.8"]},
     entry_points={
         "console_scripts": [

@@ -57,8 +57,17 @@ def encode(frame):
 def parse(line):
     """Decode one frame without its newline; raise MalformedFrame."""
     try:
-        frame = _loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedFrame(f"not a UTF-8 JSON line: {exc.__class__.__name__}") from None
+    return parse_text(text)
+
+
+def parse_text(text):
+    """Decode one frame from its text (a WebSocket message); raise MalformedFrame."""
+    try:
+        frame = _loads(text)
+    except (ValueError, RecursionError) as exc:
         raise MalformedFrame(f"not a UTF-8 JSON line: {exc.__class__.__name__}") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise MalformedFrame("a frame must be a JSON object with a string \"type\"")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from greenchat import __version__
 from greenchat.codec import DEFAULT_MAX_FRAME
 from greenchat.errors import ConfigError
+from greenchat.websocket import origin_key
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,19 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 FAILED_LOGINS = 3
 
 
-def option(flag, default=dataclasses.MISSING, within=None, **argparse_kwargs):
+def option(flag, default=dataclasses.MISSING, within=None, off=None,
+           cli_default=dataclasses.MISSING, **argparse_kwargs):
     """A config field with a command-line argument spelt `flag`: "--name" for
     an option, "NAME" for a positional argument (optional if it has a
-    default). `within`: a Range, or a tuple of choices. A bool field is a
-    switch that turns its default around. `argparse_kwargs` (help, metavar)
-    go to add_argument as they are."""
+    default). `within`: a Range, or a tuple of choices; None is always
+    allowed where it is the default. A bool field is a switch that turns its
+    default around. `off`: (flag, help) of a second flag that sets the field to None.
+    `cli_default`: the command line's default, where it differs from the
+    dataclass's. `argparse_kwargs` (help, metavar) go to add_argument as they are."""
+    if cli_default is not dataclasses.MISSING:
+        argparse_kwargs["default"] = cli_default
     return dataclasses.field(default=default, metadata={
-        "flag": flag, "within": within, "argparse": argparse_kwargs})
+        "flag": flag, "within": within, "off": off, "argparse": argparse_kwargs})
 
 
 def setting(default, within=None):
@@ -73,7 +79,8 @@ def _words(within):
 def _validate(config):
     for field in dataclasses.fields(config):
         within, value = field.metadata.get("within"), getattr(config, field.name)
-        if within is not None and value not in within:
+        if within is not None and not (value is None and field.default is None) and \
+                value not in within:
             raise ConfigError(f"{field.name} must be {_words(within)}, got {value!r}")
 
 
@@ -154,10 +161,26 @@ class ServerConfig:
                                 "makes one)")
     tls_key: str = option("--tls-key", None, metavar="FILE",
                           help="the private key of --tls-cert (PEM)")
+    # None (no web client) unless asked for: greenchat-server's default is 8080.
+    http_port: int = option("--http-port", None, PORTS, off=("--no-http", "serve no web client"),
+                            cli_default=8080, metavar="PORT",
+                            help="port of the web client (HTTP and WebSocket, on --host; "
+                                 "HTTPS with --tls-cert), 0 for any free one "
+                                 "(default: %(default)s)")
+    http_origins: tuple = option("--http-origin", (), action="append", cli_default=None,
+                                 metavar="ORIGIN",
+                                 help="let pages from ORIGIN (e.g. https://chat.example.org) "
+                                      "open the web client's WebSocket too; repeatable "
+                                      "(default: only pages this server serves)")
 
     def __post_init__(self):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
+        object.__setattr__(self, "http_origins", tuple(self.http_origins or ()))
+        for origin in self.http_origins:
+            if origin_key(origin) is None or "://" not in origin:
+                raise ConfigError(f"--http-origin must be like https://host[:port], "
+                                  f"got {origin!r}")
         _validate(self)
 
     @property
@@ -235,9 +258,12 @@ def add_argument(parser, config_class, name):
     elif within is not None:
         kwargs["type"] = _number(field.type, within)
     if field.default is not dataclasses.MISSING:
-        kwargs["default"] = field.default
+        kwargs.setdefault("default", field.default)
     if flag.startswith("-"):
         parser.add_argument(flag, dest=name, **kwargs)
+        if field.metadata.get("off"):
+            off, off_help = field.metadata["off"]
+            parser.add_argument(off, dest=name, action="store_const", const=None, help=off_help)
     else:
         parser.add_argument(name, metavar=flag, nargs="?" if "default" in kwargs else None,
                             **kwargs)

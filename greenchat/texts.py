@@ -98,6 +98,10 @@ def private_stopped(user):
     return f"Private messaging with {user} stopped"
 
 
+# The web client's own answer to the private commands: a browser has no port to listen on.
+PRIVATE_NOT_IN_WEB = "Error. Private messaging is not available in the web client"
+
+
 def private_line(sender, text):
     return f"{sender}(private): {text}"
 

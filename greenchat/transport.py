@@ -43,13 +43,14 @@ SHUT_RD = socket.SHUT_RD
 
 
 class FrameReader:
-    """Reads frames from a socket through a bounded decoder."""
+    """Reads frames from a socket through a bounded decoder: the codec's
+    lines, or another with its interface (websocket.MessageDecoder)."""
 
     __slots__ = ("sock", "decoder", "_ready", "_next", "_loop", "_slice_start")
 
-    def __init__(self, sock, max_frame):
+    def __init__(self, sock, max_frame, decoder=None):
         self.sock = sock
-        self.decoder = Decoder(max_frame)
+        self.decoder = Decoder(max_frame) if decoder is None else decoder
         self._ready = []
         self._next = 0
         # The loop's cached time changes only when the loop turns: a recv
@@ -143,13 +144,19 @@ class Outbox:
     An idle writer costs a parked greenlet: the owner calls `retire_if_idle`
     now and then, and a writer that wrote nothing since the last call ends;
     the next `put` starts a new one.
+
+    `wrap` puts a batch on the wire: by default the frames' bytes joined;
+    websocket.wrap makes each a WebSocket message. It returns the bytes and
+    the size the batch was counted at in `nbytes`.
     """
 
     __slots__ = ("sock", "limit", "limit_bytes", "nbytes", "items", "_start", "unsent",
-                 "_progress", "failed", "_ready", "_closing", "_retiring", "_wrote", "greenlet")
+                 "_progress", "failed", "_ready", "_closing", "_retiring", "_wrote", "greenlet",
+                 "_wrap")
 
-    def __init__(self, sock, limit=None, limit_bytes=None):
+    def __init__(self, sock, limit=None, limit_bytes=None, wrap=None):
         self.sock = sock
+        self._wrap = wrap
         self.limit = limit if limit is not None else float("inf")
         self.limit_bytes = limit_bytes if limit_bytes is not None else float("inf")
         self.nbytes = 0           # bytes queued and not yet written (0: all written)
@@ -304,8 +311,12 @@ class Outbox:
                 if batch:
                     # send() in a loop, not sendall(): gevent's sendall asks the
                     # kernel for SO_SNDBUF on every call.
-                    data = b"".join([item if item.__class__ is bytes else item[0]
-                                     for item in batch])
+                    if self._wrap is None:
+                        data = b"".join([item if item.__class__ is bytes else item[0]
+                                         for item in batch])
+                        counted = len(data)
+                    else:
+                        data, counted = self._wrap(batch)
                     sent = send(data)
                     if sent < len(data):
                         view = memoryview(data)
@@ -315,7 +326,7 @@ class Outbox:
                                 self._progress.set()
                             sent += send(view[sent:])
                         view.release()
-                    self.nbytes -= len(data)
+                    self.nbytes -= counted
                     # Not held while waiting for the next frame: thousands of
                     # idle writers would each keep their last batch.
                     data = view = None
@@ -328,7 +339,10 @@ class Outbox:
             self.failed = True
             if self._progress is not None:
                 self._progress.set()
-            self.unsent.extend(_not_written(batch, sent))
+            # A wrapped batch's frames are not where their sizes say: all of
+            # a batch cut short counts as not written.
+            self.unsent.extend(_not_written(batch, sent) if self._wrap is None else
+                               [item for item in batch if item is not _CLOSE])
             if not isinstance(exc, (OSError, gevent.GreenletExit)):
                 log.exception("writer failed")
 

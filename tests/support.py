@@ -150,8 +150,13 @@ class Agent:
     a message whose id it has recorded already, over all its sessions (into
     `repeats`: a new Agent is a client started afresh)."""
 
-    def __init__(self, name, address, tls_context=None, acks=True, pongs=True):
+    def __init__(self, name, address, tls_context=None, acks=True, pongs=True, web=False,
+                 origin=None):
         self.name = name
+        # web: over a WebSocket to `address` (the web listener's), from `origin`.
+        self.web = web
+        self.origin = origin
+        self.websocket = None
         self.address = address
         self.tls_context = tls_context
         self.acks = acks
@@ -170,17 +175,23 @@ class Agent:
         self.closed = Event()
 
     def connect(self):
-        self.sock = socket.create_connection(self.address, timeout=30)
-        if self.tls_context is not None:
-            self.sock = tls.connect(self.sock, self.tls_context, 30)
-        self.sock.settimeout(None)
+        if self.web:
+            from tests.ws_client import WebSocketClient
+            self.websocket = WebSocketClient(self.address, self.origin, self.tls_context, 30)
+            self.sock = self.websocket.sock
+        else:
+            self.sock = socket.create_connection(self.address, timeout=30)
+            if self.tls_context is not None:
+                self.sock = tls.connect(self.sock, self.tls_context, 30)
+            self.sock.settimeout(None)
         self.closed = Event()
         self._waiters = {"login": AsyncResult(), "bye": AsyncResult()}
         self.reader = gevent.spawn(self._read, self.sock, self.closed)
 
     def _read(self, sock, closed):
+        batches = self.websocket.batches() if self.web else frame_batches(sock)
         try:
-            for batch in frame_batches(sock):
+            for batch in batches:
                 now = time.monotonic()
                 upto = self.acked
                 for frame in batch:
@@ -217,7 +228,10 @@ class Agent:
     def send(self, frame):
         # The reader's acks and the commands share the socket: one frame at a time.
         with self._sending:
-            self.sock.sendall(encode(frame))
+            if self.web:
+                self.websocket.send(frame)
+            else:
+                self.sock.sendall(encode(frame))
 
     def login(self, password=PASSWORD, timeout=60):
         self.connect()

@@ -179,6 +179,10 @@ SERVER_ARGUMENTS = [
     (["--ipv6-prefix", "48"], "ipv6_prefix", 48),
     (["--tls-cert", "c.pem", "--tls-key", "k.pem"], "tls_cert", "c.pem"),
     (["--tls-key", "k.pem", "--tls-cert", "c.pem"], "tls_key", "k.pem"),
+    (["--http-port", "9090"], "http_port", 9090),
+    (["--no-http"], "http_port", None),
+    (["--http-origin", "https://chat.example.org", "--http-origin", "http://10.0.0.1:8080"],
+     "http_origins", ("https://chat.example.org", "http://10.0.0.1:8080")),
 ]
 
 CLIENT_ARGUMENTS = [
@@ -228,7 +232,7 @@ def test_the_tables_above_name_every_argument():
 def test_parser_defaults_are_the_dataclass_defaults(parser, config_class):
     defaults = {field.name: field.default for field in dataclasses.fields(config_class)}
     for action in parser._actions:
-        if action.dest in ("help", "version"):
+        if action.dest in ("help", "version") or action.dest in PROGRAM_ONLY_DEFAULTS:
             continue
         if action.required:
             assert defaults[action.dest] is dataclasses.MISSING, action.dest
@@ -237,8 +241,20 @@ def test_parser_defaults_are_the_dataclass_defaults(parser, config_class):
             assert type(action.default) is type(defaults[action.dest]), action.dest
 
 
+# The server program's defaults that a config built in code does not share:
+# the web client listens on 8080 for greenchat-server only.
+PROGRAM_ONLY_DEFAULTS = {"http_port": 8080, "http_origins": None}
+
+
+def test_program_only_defaults_are_the_parsers():
+    parsed = vars(server_parser().parse_args([]))
+    for name, default in PROGRAM_ONLY_DEFAULTS.items():
+        assert parsed[name] == default
+        assert getattr(ServerConfig(), name) != default
+
+
 def test_no_arguments_give_the_dataclass_defaults():
-    assert parse_server_args([]) == ServerConfig()
+    assert parse_server_args([]) == ServerConfig(http_port=8080)
     assert parse_client_args(["h", "1"], environ={}) == ClientConfig(host="h", port=1)
 
 
@@ -263,6 +279,7 @@ BAD_SERVER_VALUES = [
     ("max_per_address", ["--max-per-address"], ["0", "x"]),
     ("ipv4_prefix", ["--ipv4-prefix"], ["7", "33", "x"]),
     ("ipv6_prefix", ["--ipv6-prefix"], ["15", "129", "64.5"]),
+    ("http_port", ["--http-port"], ["-1", "65536", "x", "80.5"]),
 ]
 BAD_CLIENT_VALUES = [
     ("port", ["h"], ["0", "65536", "x"]),
@@ -322,3 +339,19 @@ def test_the_client_defaults_to_a_local_server_on_port_4000():
     assert (config.host, config.port) == ("127.0.0.1", 4000)
     assert (parse_client_args(["chat.example"], environ={}).host,
             parse_client_args(["chat.example"], environ={}).port) == ("chat.example", 4000)
+
+
+def test_the_web_client_is_on_for_the_program_and_off_for_a_config_built_in_code():
+    assert parse_server_args([]).http_port == 8080
+    assert parse_server_args([]).http_origins == ()
+    # Tests and benchmarks build their servers from the dataclass: no HTTP
+    # listener unless asked for, so many can run side by side.
+    assert ServerConfig().http_port is None
+
+
+@pytest.mark.parametrize("origin", ["chat.example.org", "ftp://x", "https://", "null"])
+def test_an_origin_that_names_no_site_is_refused(origin, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_server_args(["--http-origin", origin])
+    assert exc.value.code == 2
+    assert "--http-origin must be like https://host[:port]" in capsys.readouterr().err

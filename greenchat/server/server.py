@@ -32,6 +32,7 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from greenchat import __version__, commands, frames, texts, tls
+from greenchat import websocket as ws
 from greenchat.codec import encode
 from greenchat.errors import (
     CommandError,
@@ -125,7 +126,8 @@ class ChatServer:
         self.stopping = False
         self._stopped = Event()
         self._pool = Pool(None)
-        self._handshaking = 0                  # connections in their TLS handshake
+        self.unserved = 0                      # connections admitted with no session yet
+        self.web = None                        # the web client's listener, if it runs
         self._sweeper = None
         self.tls = (tls.server_context(config.tls_cert, config.tls_key)
                     if config.tls_cert else None)
@@ -143,8 +145,8 @@ class ChatServer:
 
     @property
     def connections(self):
-        """Connections held now, those still in their TLS handshake included."""
-        return len(self.sessions) + self._handshaking
+        """Connections held now, those in their TLS handshake or HTTP included."""
+        return len(self.sessions) + self.unserved
 
     @property
     def online(self):
@@ -174,6 +176,19 @@ class ChatServer:
             raise ConfigError(f"cannot listen on {self.config.host}:{self.config.port}: "
                               f"{exc.strerror or exc}") from None
         log.info("greenchat %s listening on %s:%d", __version__, *self.address)
+        if self.config.http_port is not None:
+            self._start_web()
+
+    def _start_web(self):
+        """The web client's listener; a port taken leaves chat running without it."""
+        from greenchat.server.web import WebListener
+        web = WebListener(self, self.config.host, self.config.http_port, self._pool)
+        try:
+            web.start()
+        except ConfigError as exc:
+            log.warning("%s: serving chat without the web client", exc)
+            return
+        self.web = web
 
     def serve_forever(self):
         self._stopped.wait()
@@ -190,6 +205,9 @@ class ChatServer:
         self.stopping = True
         log.info("stopping: %d connection(s)", len(self.sessions))
         self.stream.close()
+        if self.web is not None:
+            self.web.close()
+            self.web.stop_idle()
         for session in list(self.sessions):
             session.end_reason = session.end_reason or frames.SHUTDOWN
             # Only the read side: the reader wakes up, and the writer can still
@@ -221,44 +239,60 @@ class ChatServer:
 
     # Connections ------------------------------------------------------------
 
+    def admit(self, address):
+        """Count a new connection from `address` in the connection limits:
+        its network's key, or None (nothing counted) if it is over one."""
+        # A crowd from one site takes neighbouring addresses: counted per network.
+        network = network_key(canonical(address[0]), self.config.ipv4_prefix,
+                              self.config.ipv6_prefix)
+        held = self.per_address.get(network, 0)
+        if self.connections >= self.max_connections or held >= self.config.max_per_address:
+            return None
+        self.per_address[network] = held + 1
+        return network
+
+    def release(self, network):
+        """An admitted connection has ended."""
+        left = self.per_address[network] - 1
+        if left:
+            self.per_address[network] = left
+        else:
+            del self.per_address[network]
+
     def _handle(self, sock, address):
         login_deadline = monotonic() + self.config.login_timeout
-        host = canonical(address[0])
-        # A crowd from one site takes neighbouring addresses: counted per network.
-        network = network_key(host, self.config.ipv4_prefix, self.config.ipv6_prefix)
-        held = self.per_address.get(network, 0)
         # Counted from the first moment, TLS handshake included, or a crowd of
         # silent connections would escape the limits.
-        if self.connections >= self.max_connections or \
-                held >= self.config.max_per_address:
-            log.warning("refused a connection from %s: too many connections", host)
+        network = self.admit(address)
+        if network is None:
+            log.warning("refused a connection from %s: too many connections", address[0])
             # Now, not after a TLS handshake or a flush: refusals must hold no descriptors.
             refuse(sock, None if self.tls is not None else
                    encode(frames.error(texts.TOO_MANY_CONNECTIONS)))
             return
         configure(sock)
-        self.per_address[network] = held + 1
         try:
             if self.tls is not None:
-                sock = self._tls_handshake(sock, host, login_deadline)
+                sock = self._tls_handshake(sock, address[0], login_deadline)
                 if sock is None:
                     return
-            session = Session(sock, address, network, login_deadline, self.config)
-            self.sessions.add(session)
-            try:
-                self._serve(session)
-            finally:
-                self.sessions.discard(session)
+            self.serve_connection(sock, address, network, login_deadline)
         finally:
-            left = self.per_address[network] - 1
-            if left:
-                self.per_address[network] = left
-            else:
-                del self.per_address[network]
+            self.release(network)
+
+    def serve_connection(self, sock, address, network, login_deadline, websocket=None):
+        """Run an admitted connection's session to its end: a TCP one, or
+        (`websocket`: the bytes past its upgrade request) a WebSocket."""
+        session = Session(sock, address, network, login_deadline, self.config, websocket)
+        self.sessions.add(session)
+        try:
+            self._serve(session)
+        finally:
+            self.sessions.discard(session)
 
     def _tls_handshake(self, sock, host, login_deadline):
         """The TLS socket over `sock`, or None (and `sock` closed) on failure."""
-        self._handshaking += 1
+        self.unserved += 1
         try:
             return tls.accept(sock, self.tls,
                               max(0.0, min(TLS_HANDSHAKE_TIMEOUT, login_deadline - monotonic())),
@@ -268,7 +302,7 @@ class ChatServer:
             close(sock)
             return None
         finally:
-            self._handshaking -= 1
+            self.unserved -= 1
 
     def _serve(self, session):
         """Walk a connection through hello, login and commands, then end it.
@@ -643,6 +677,8 @@ class ChatServer:
         session.wait_answers(1, FLUSH_TIMEOUT)
         if reason in _BYE_TEXTS and (name is not None or reason == frames.SHUTDOWN):
             session.send(frames.bye(reason, _BYE_TEXTS[reason]))
+        if session.websocket and not session.dropped:
+            session.outbox.push(ws.close_frame())
         if name is None:
             session.outbox.close(FLUSH_TIMEOUT)
             close(session.sock)

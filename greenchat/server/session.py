@@ -32,6 +32,7 @@ import gevent
 from gevent.event import Event
 
 from greenchat import frames
+from greenchat import websocket as ws
 from greenchat.codec import encode
 from greenchat.errors import StoreError
 from greenchat.server.limits import TokenBucket
@@ -84,17 +85,28 @@ class Session:
                  "user", "login_id", "state", "acked", "live_from", "unacked_ids", "unacked",
                  "unacked_bytes", "limit", "limit_bytes", "pending", "backlog_upto",
                  "end_reason", "closed", "p2p", "online_since", "txn", "later", "loader",
-                 "dropped", "hibernated", "wake")
+                 "dropped", "hibernated", "wake", "websocket")
 
-    def __init__(self, sock, address, network, login_deadline, config):
+    def __init__(self, sock, address, network, login_deadline, config, websocket=None):
+        """`websocket`: None for a TCP connection; for a WebSocket, the bytes
+        that arrived with its upgrade request."""
         self.sock = sock
+        self.websocket = websocket is not None
         self.address = address
         self.network = network    # what limits count it in (addresses.network_key)
         self.login_deadline = login_deadline    # monotonic(): from accept, TLS included
         # No socket: a session restored after a restart, hibernating.
-        self.reader = FrameReader(sock, config.max_frame) if sock is not None else None
-        self.outbox = Outbox(sock, config.mailbox_limit, config.mailbox_limit_bytes) \
-            if sock is not None else None
+        if sock is None:
+            self.reader = self.outbox = None
+        elif websocket is None:
+            self.reader = FrameReader(sock, config.max_frame)
+            self.outbox = Outbox(sock, config.mailbox_limit, config.mailbox_limit_bytes)
+        else:
+            # The same frames, one per WebSocket message; pongs go out by the one writer.
+            self.outbox = Outbox(sock, config.mailbox_limit, config.mailbox_limit_bytes,
+                                 wrap=ws.wrap)
+            self.reader = FrameReader(sock, config.max_frame, ws.MessageDecoder(
+                config.max_frame, self.outbox.push, websocket))
         # Every frame counts, from the first: login probes as well as commands.
         self.bucket = TokenBucket(config.command_rate, config.command_burst)
         self.user = None

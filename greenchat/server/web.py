@@ -1,0 +1,259 @@
+"""The web client's listener: HTTP for the page, WebSocket for the chat.
+
+A transport module (with transport.py and tls.py, the only ones that touch
+sockets). Strategy
+- gevent's pywsgi parses HTTP. A connection is admitted by the chat server
+  as a TCP one is (the same connection limits, per network, counted from the
+  accept), and TLS uses the chat listener's certificate.
+- Static files are the package's `greenchat/web/` directory, read once at
+  start into a table keyed by file name: a request names a key or gets 404,
+  so no path ever reaches the file system and `..` means nothing. The
+  user-visible texts and the command table reach the page as /texts.json,
+  built from texts.py and commands.py: the texts stay in one module.
+- Every response carries a Content-Security-Policy of default-src 'self'
+  (no inline script, no other site); the page inserts network text as text.
+- `/ws` upgrades to a WebSocket (websocket.check_upgrade: the handshake and
+  the Origin check), and the connection then runs the same session code as
+  TCP (ChatServer.serve_connection) with a WebSocket reader and writer.
+- An HTTP request must arrive within HTTP_TIMEOUT; an idle keep-alive
+  connection ends then too, and a stopping server ends them at once.
+"""
+
+import inspect
+import json
+import logging
+import os
+from time import monotonic
+
+from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
+
+from greenchat import __version__, commands, texts, tls
+from greenchat import websocket as ws
+from greenchat.errors import ConfigError, TLSError
+from greenchat.transport import SHUT_RD, close, configure, refuse, shutdown
+
+log = logging.getLogger("greenchat.web")
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
+# Seconds an HTTP request may take to arrive, and a kept-alive connection may idle.
+HTTP_TIMEOUT = 10.0
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+}
+SECURITY_HEADERS = [
+    ("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+                                "form-action 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Cache-Control", "no-cache"),
+]
+_NOT_FOUND = b"Not found\n"
+_PLAIN_TO_TLS = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                 b"Content-Length: 31\r\n\r\nThis server speaks HTTPS only.\n")
+_TOO_MANY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+             b"Connection: close\r\nRetry-After: 10\r\nContent-Length: 44\r\n\r\n" +
+             texts.TOO_MANY_CONNECTIONS.encode() + b"\n")
+
+
+def client_texts():
+    """What the page shows, from texts.py and commands.py: every text,
+    every text function as a template with {parameter} holes, the commands."""
+    strings, templates = {}, {}
+    for name, value in vars(texts).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, str):
+            strings[name] = value
+        elif inspect.isfunction(value) and value.__module__ == texts.__name__:
+            params = list(inspect.signature(value).parameters)
+            if name == "presence_line":
+                templates["presence_line_on"] = value("{user}", True)
+                templates["presence_line_off"] = value("{user}", False)
+            elif name != "day_line":            # the page names days itself
+                templates[name] = value(*(f"{{{p}}}" for p in params))
+    table = [{"name": spec.name, "aliases": list(spec.aliases), "args": list(spec.args),
+              "where": spec.where, "syntax": spec.syntax, "summary": spec.summary,
+              "lists_users": spec.lists_users} for spec in commands.COMMANDS.values()]
+    return {"texts": strings, "templates": templates, "commands": table, "version": __version__}
+
+
+def load_site(directory=STATIC_DIR):
+    """name -> (content type, bytes) for every file the page is made of."""
+    files = {}
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        kind = CONTENT_TYPES.get(os.path.splitext(name)[1])
+        if kind is None or name.startswith(".") or not os.path.isfile(path):
+            continue
+        with open(path, "rb") as f:
+            files[name] = (kind, f.read())
+    files["texts.json"] = (CONTENT_TYPES[".json"],
+                           json.dumps(client_texts(), ensure_ascii=False).encode("utf-8"))
+    return files
+
+
+class Site:
+    """The WSGI application of the static page: a fixed table of files."""
+
+    def __init__(self, files):
+        self.files = files
+
+    def __call__(self, environ, start_response):
+        method = environ.get("REQUEST_METHOD")
+        if method not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed",
+                           [("Allow", "GET, HEAD"), ("Content-Length", "0")] + SECURITY_HEADERS)
+            return [b""]
+        path = environ.get("PATH_INFO", "")
+        entry = self.files.get("index.html" if path == "/" else path[1:]) \
+            if path.startswith("/") else None
+        if entry is None:
+            start_response("404 Not Found", [("Content-Type", "text/plain"),
+                                             ("Content-Length", str(len(_NOT_FOUND)))]
+                           + SECURITY_HEADERS)
+            return [b"" if method == "HEAD" else _NOT_FOUND]
+        kind, body = entry
+        start_response("200 OK", [("Content-Type", kind), ("Content-Length", str(len(body)))]
+                       + SECURITY_HEADERS)
+        return [b"" if method == "HEAD" else body]
+
+
+class _Handler(WSGIHandler):
+    """pywsgi's handler, with a deadline on every request and /ws upgraded."""
+
+    def handle(self):
+        sock = self.socket          # pywsgi forgets it on its way out
+        sock.settimeout(HTTP_TIMEOUT)
+        self.server.idle.add(sock)
+        try:
+            super().handle()
+        finally:
+            self.server.idle.discard(sock)
+
+    def run_application(self):
+        if self.environ.get("PATH_INFO") == "/ws":
+            self.close_connection = True
+            self._websocket()
+        else:
+            super().run_application()
+
+    def _websocket(self):
+        web = self.server
+        try:
+            if self.environ.get("CONTENT_LENGTH") not in (None, "", "0") or \
+                    self.environ.get("HTTP_TRANSFER_ENCODING"):
+                raise ws.UpgradeRefused("400 Bad Request", "a WebSocket upgrade with a body")
+            headers = ws.check_upgrade(self.environ, web.scheme, web.origins)
+        except ws.UpgradeRefused as exc:
+            log.info("WebSocket from %s refused: %s", self.client_address[0], exc)
+            body = f"{exc}\n".encode("utf-8", "replace")
+            self.start_response(exc.status, exc.headers + [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body)))] + SECURITY_HEADERS)
+            self.write(body)
+            return
+        sock = self.socket
+        response = "".join(f"{name}: {value}\r\n" for name, value in headers)
+        sock.sendall(f"HTTP/1.1 101 Switching Protocols\r\n{response}\r\n".encode("latin-1"))
+        self.status = "101 Switching Protocols"
+        self.headers_sent = True
+        web.idle.discard(sock)
+        trailing = self._buffered()
+        sock.settimeout(None)
+        chat = web.chat
+        # The socket is the session's from here (pywsgi closes it after),
+        # and the session counts it among the connections.
+        chat.unserved -= 1
+        try:
+            chat.serve_connection(sock, self.client_address, web.networks[sock],
+                                  web.accepted[sock] + chat.config.login_timeout,
+                                  websocket=trailing)
+        finally:
+            chat.unserved += 1
+
+    def _buffered(self):
+        """The bytes the request's reader took past the request: WebSocket
+        frames sent before the 101 arrived."""
+        self.socket.settimeout(0.0)
+        try:
+            return self.rfile.read1(65536) or b""
+        except OSError:
+            return b""
+
+    def log_request(self):
+        pass
+
+
+class WebListener(WSGIServer):
+    """The HTTP listener of one ChatServer; its connections count in the
+    chat server's limits, and it shares the chat server's pool."""
+
+    handler_class = _Handler
+
+    def __init__(self, chat, host, port, pool):
+        super().__init__((host, port), Site(load_site()), spawn=pool,
+                         backlog=chat.config.backlog, log=None,
+                         error_log=LoggingLogAdapter(log, logging.ERROR))
+        self.chat = chat
+        self.scheme = "https" if chat.tls is not None else "http"
+        origins = (ws.origin_key(origin) for origin in chat.config.http_origins)
+        self.origins = frozenset(key for key in origins if key is not None)
+        self.idle = set()          # sockets between requests, or reading one
+        self.networks = {}         # socket -> its network key, once admitted
+        self.accepted = {}         # socket -> monotonic() of its accept
+
+    def start(self):
+        try:
+            super().start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {self.chat.config.host}:"
+                              f"{self.chat.config.http_port}: {exc.strerror or exc}") from None
+        log.info("web client at %s", self.url)
+
+    @property
+    def url(self):
+        """Where a browser on this machine finds the page: a wildcard
+        address is no place to browse to, so it names the loopback one."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.server_host, self.server_host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{self.scheme}://{host}:{self.server_port}/"
+
+    def handle(self, sock, address):
+        chat = self.chat
+        accepted = monotonic()
+        network = chat.admit(address)
+        if network is None:
+            log.warning("refused an HTTP connection from %s: too many connections", address[0])
+            refuse(sock, None if chat.tls is not None else _TOO_MANY)
+            return
+        configure(sock)
+        chat.unserved += 1
+        try:
+            if chat.tls is not None:
+                try:
+                    sock = tls.accept(sock, chat.tls, HTTP_TIMEOUT, _PLAIN_TO_TLS)
+                except TLSError as exc:
+                    log.info("HTTPS connection from %s refused: %s", address[0], exc)
+                    close(sock)
+                    return
+            self.networks[sock], self.accepted[sock] = network, accepted
+            try:
+                self.handler_class(sock, address, self).handle()
+            finally:
+                del self.networks[sock], self.accepted[sock]
+        finally:
+            chat.unserved -= 1
+            chat.release(network)
+
+    def stop_idle(self):
+        """End the connections waiting for a request: the server stops."""
+        for sock in list(self.idle):
+            shutdown(sock, SHUT_RD)
