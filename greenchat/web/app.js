@@ -91,7 +91,7 @@ function signedIn(user) {
   input.focus();
 }
 
-function ended(said) {
+function ended(said, error) {
   session = null;
   document.body.classList.replace("signed-in", "signed-out");
   document.body.classList.remove("show-people");
@@ -99,7 +99,7 @@ function ended(said) {
   composer.hidden = people.hidden = leave.hidden = true;
   $("who").textContent = "";
   form.hidden = false;
-  say(said === null || said === undefined ? [] : [{ text: said }]);
+  say(said === null || said === undefined ? [] : [{ text: said, error }]);
   password.focus();
 }
 

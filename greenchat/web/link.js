@@ -67,12 +67,12 @@ export class Link {
   }
 
   /** From now on every frame goes to `onframe` (those read already first),
-   * and a loss to `onlost`. */
+   * and a loss to `onlost`; null for both: frames wait for `read` again. */
   run(onframe, onlost) {
     this.onframe = onframe;
     this.onlost = onlost;
-    while (this.frames.length && this.onframe === onframe) onframe(this.frames.shift());
-    if (this.lost && this.onlost === onlost) onlost(this);
+    while (onframe && this.frames.length && this.onframe === onframe) onframe(this.frames.shift());
+    if (onlost && this.lost && this.onlost === onlost) onlost(this);
   }
 
   close() {

@@ -134,7 +134,8 @@ export class Login {
         text: answer.text, maxFrame: this.maxFrame };
     } catch (exc) {
       this.reset();
-      this.say([{ text: exc instanceof Ended && exc.text !== null ? exc.text : text("CONNECTION_LOST") }]);
+      this.say([{ text: exc instanceof Ended && exc.text !== null ? exc.text : text("CONNECTION_LOST"),
+        error: true }]);
       return null;
     }
   }
@@ -149,7 +150,7 @@ export class Login {
    * alert; a `failed` ends the connection. While the form waits, what the
    * server says (the login deadline passed) shows there too. */
   _refused(answer) {
-    const lines = answer.text === null ? [] : [{ text: answer.text }];
+    const lines = answer.text === null ? [] : [{ text: answer.text, error: true }];
     const after = answer.retryAfter;
     if (answer.status === "failed" && typeof after === "number" && after >= 0) {
       lines.push({ text: fill("retry_in", { seconds: Math.ceil(after) }), hint: true });
@@ -161,7 +162,7 @@ export class Login {
       const link = this.link;
       link.run((frame) => {
         if (frame.type === "error" || frame.type === "bye") {
-          if (typeof frame.text === "string") this.say([{ text: frame.text }]);
+          if (typeof frame.text === "string") this.say([{ text: frame.text, error: true }]);
           if (this.link === link) this.reset();
         }
       }, () => {
@@ -178,7 +179,7 @@ export class Login {
  * with: show(content, opts), hint(content), echo(line), keep(line) (a line
  * not sent, back into the input), keepTypedLine() (the input's text shown,
  * after an idle logout), roster {set, add, remove}, setState(state),
- * ended(text).
+ * ended(text, error).
  */
 export class Session {
   constructor(ui, login) {
@@ -412,6 +413,7 @@ export class Session {
     this._saw(user);
     this.ui.show(this._template(online ? "presence_line_on" : "presence_line_off", { user }),
       { style: "presence" });
+    if (user === this.user) return;
     if (online && !this.blocked.has(user)) this.ui.roster.add(user);
     else this.ui.roster.remove(user);
   }
@@ -505,7 +507,7 @@ export class Session {
     }
     if (said !== null) this.ui.show(said);
     if (reason === "idle") this.ui.keepTypedLine();
-    this._finish(said);
+    this._finish(said, frame.type === "error");
   }
 
   // Acknowledgements -----------------------------------------------------------
@@ -540,7 +542,7 @@ export class Session {
 
   // The end, and reconnecting ----------------------------------------------------
 
-  _finish(said) {
+  _finish(said, error = false) {
     if (this.done) return;
     this.done = true;
     this.connected = false;
@@ -550,13 +552,13 @@ export class Session {
     if (this.link) this.link.close();
     this.ui.roster.set([]);
     this.ui.setState("off");
-    this.ui.ended(said);
+    this.ui.ended(said, error);
   }
 
   _lost() {
     if (this.done) return;
     this.ui.show(text("CONNECTION_LOST"));
-    this._finish(text("CONNECTION_LOST"));
+    this._finish(text("CONNECTION_LOST"), true);
   }
 
   _dropped(link) {
@@ -600,7 +602,7 @@ export class Session {
         }
         if (exc instanceof Refused) {
           if (exc.text !== null) this.ui.show(exc.text);
-          this._finish(exc.text);
+          this._finish(exc.text, true);
           return;
         }
         busy = null;

@@ -155,7 +155,11 @@ export class Roster {
   }
 }
 
-/** Lines in the login form's alert: [{text, hint}]. */
+/** Lines in the login form's alert: [{text, hint, error}]; a refusal
+ * (`error`) or a line starting "Error." shows as an error. */
 export function showAlert(node, lines) {
-  node.replaceChildren(...lines.map(({ text, hint }) => element("p", hint ? "hint" : null, visible(text))));
+  node.replaceChildren(...lines.map(({ text, hint, error }) => {
+    const shown = visible(text);
+    return element("p", hint ? "hint" : error || shown.startsWith("Error.") ? "error" : null, shown);
+  }));
 }
