@@ -46,11 +46,15 @@ class FrameReader:
     """Reads frames from a socket through a bounded decoder: the codec's
     lines, or another with its interface (websocket.MessageDecoder)."""
 
-    __slots__ = ("sock", "decoder", "_ready", "_next", "_loop", "_slice_start")
+    __slots__ = ("sock", "decoder", "_ready", "_next", "_loop", "_slice_start", "_early")
 
-    def __init__(self, sock, max_frame, decoder=None):
+    def __init__(self, sock, max_frame, decoder=None, early=b""):
+        """`early`: bytes of this connection already read from `sock` (a
+        WebSocket's frames that came in with its upgrade request), decoded
+        first, before any wait for more."""
         self.sock = sock
         self.decoder = Decoder(max_frame) if decoder is None else decoder
+        self._early = early
         self._ready = []
         self._next = 0
         # The loop's cached time changes only when the loop turns: a recv
@@ -78,7 +82,9 @@ class FrameReader:
         self._ready, self._next = [], 0
         deadline = None if timeout is None else monotonic() + timeout
         while not self._ready:
-            if deadline is None:
+            if self._early:
+                data, self._early = self._early, b""
+            elif deadline is None:
                 data = self._recv()
             else:
                 # Counted from the first call, so a peer trickling a frame a

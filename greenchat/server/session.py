@@ -105,8 +105,10 @@ class Session:
             # The same frames, one per WebSocket message; pongs go out by the one writer.
             self.outbox = Outbox(sock, config.mailbox_limit, config.mailbox_limit_bytes,
                                  wrap=ws.wrap)
+            # Frames that came before the reader: decoded at its first read,
+            # not left in the decoder until more bytes arrive.
             self.reader = FrameReader(sock, config.max_frame, ws.MessageDecoder(
-                config.max_frame, self.outbox.push, websocket))
+                config.max_frame, self.outbox.push), early=websocket)
         # Every frame counts, from the first: login probes as well as commands.
         self.bucket = TokenBucket(config.command_rate, config.command_burst)
         self.user = None
