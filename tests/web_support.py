@@ -43,10 +43,10 @@ def browser_missing():
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        missing.append("the playwright package (pip install '.[test]')")
+        missing.append("no playwright package (pip install '.[test]')")
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        missing.append(f"{CHROMIUM} (apt-get install chromium)")
-    return " and ".join(missing) + " missing" if missing else None
+        missing.append(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    return "; ".join(missing) or None
 
 
 def wait_for(condition, timeout, interval=0.02):
