@@ -492,6 +492,35 @@ def test_server_killed_and_restarted_under_an_open_page(server, cast):
         assert carol.count(line) == 1, (line, carol.lines)
 
 
+def test_what_the_page_showed_and_never_acknowledged_comes_again_and_is_dropped(server, cast):
+    """The server restarted with no resume window: the page's resume is
+    refused, it logs in again with the password it holds, and the server
+    sends again, as stored, every message the page never acknowledged (its
+    acks are withheld on the way); the page shows none of them twice."""
+    alice = cast.page("alice", withhold_acks=True)
+    carol = cast.terminal("carol")
+    alice.expect_line("carol logged in")
+    for number in range(1, 4):
+        carol.type(f"message alice number {number}")
+    alice.expect_line("carol: number 3")
+    carol.type("broadcast to all")
+    alice.expect_line("[all] carol: to all")
+    assert alice.wait(lambda: alice.withheld >= 1), "the page acknowledged nothing"
+    server.kill()
+    alice.expect_line(texts.RECONNECTING)
+    server.options = ("--resume-window", "0")
+    server.start()
+    alice.expect_line(texts.RECONNECTED, timeout=15)
+    carol.expect(texts.RECONNECTED, timeout=15)
+    carol.type("message alice number 4")
+    alice.expect_line("carol: number 4")
+    carol.type("message alice number 5")
+    alice.expect_line("carol: number 5")
+    for text in ["carol: number 1", "carol: number 2", "carol: number 3", "carol: to all",
+                 "carol: number 4", texts.RECONNECTED, texts.WELCOME]:
+        assert containing(alice, text) == 1, (text, alice.lines())
+
+
 def test_markup_and_control_characters_are_shown_as_text(cast):
     alice, bob = cast.page("alice"), cast.page("bob")
     carol = cast.terminal("carol")

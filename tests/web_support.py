@@ -10,6 +10,7 @@ as a piped process whose stdout a thread reads. Every wait is bounded.
 
 import base64
 import hashlib
+import json
 import os
 import re
 import signal
@@ -286,9 +287,15 @@ class WebUser:
     console errors. Elements are found as a person finds them: by their
     labels and roles."""
 
-    def __init__(self, browser, url, viewport=None):
+    def __init__(self, browser, url, viewport=None, withhold_acks=False):
+        """`withhold_acks`: the page's WebSocket passes through a route that
+        drops its `ack` frames (counted in `withheld`), so the server keeps
+        what the page shows as not acknowledged."""
         self.context = browser.new_context(viewport=viewport or {"width": 1280, "height": 800})
         self.page = self.context.new_page()
+        self.withheld = 0
+        if withhold_acks:
+            self.page.route_web_socket(re.compile(r"/ws$"), self._withhold_acks)
         self.dialogs, self.errors, self.console_errors = [], [], []
         self.page.on("dialog", self._dialog)
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
@@ -302,6 +309,28 @@ class WebUser:
         self.password = self.page.get_by_label("Password", exact=True)
         self.login_button = self.page.get_by_role("button", name="Log in")
         self.alert = self.page.get_by_role("alert")
+
+    def _withhold_acks(self, route):
+        server = route.connect_to_server()
+
+        def from_page(message):
+            if isinstance(message, str) and json.loads(message).get("type") == "ack":
+                self.withheld += 1
+            else:
+                server.send(message)
+
+        route.on_message(from_page)
+
+    def wait(self, condition, timeout=WAIT):
+        """condition()'s first true value, waiting up to `timeout` s inside
+        the page, so Playwright runs this process's handlers meanwhile (a
+        time.sleep would hold them); after that its last."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = condition()
+            if value or time.monotonic() > deadline:
+                return value
+            self.page.wait_for_timeout(20)
 
     def _dialog(self, dialog):
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
