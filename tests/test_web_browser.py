@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -57,12 +58,20 @@ def browser():
         chromium.close()
 
 
+def server_options(**options):
+    """A test's server started with these WebServer options."""
+    def mark(test):
+        test.server_options = options
+        return test
+    return mark
+
+
 @pytest.fixture
-def server(tmp_path):
+def server(request, tmp_path):
     """A server of its own for each test (it starts in about 0.2 s): no
     test sees another's users, blocks or lockouts. Its log must hold no
     traceback."""
-    server = WebServer(tmp_path).start()
+    server = WebServer(tmp_path, **getattr(request.function, "server_options", {})).start()
     yield server
     server.stop()
     assert "Traceback" not in server.log(), server.log()[-3000:]
@@ -105,6 +114,11 @@ def cast(browser, server):
     cast = Cast(browser, server)
     yield cast
     cast.close()
+
+
+def shown(page, text):
+    """Wait until `text` is somewhere on the page where one can see it."""
+    expect(page.page.get_by_text(text).filter(visible=True).first).to_be_visible(timeout=MS)
 
 
 def containing(page, text):
@@ -267,6 +281,8 @@ def test_wrong_username_and_password_then_the_right_one(cast):
     expect(alice.login_button).to_be_hidden(timeout=MS)
     expect(alice.input).to_be_visible()
     assert alice.page.title() == "greenchat"
+    alice.type("broadcast anyone here?")
+    alice.expect_line(texts.NO_ONE_ONLINE)
 
 
 def test_three_wrong_passwords_lock_the_account(cast):
@@ -368,15 +384,19 @@ def test_presence_online_list_and_whoelse(cast):
     # A page that logs out says goodbye and shows the login form again.
     bob.type("logout")
     expect(bob.login_button).to_be_visible(timeout=MS)
-    expect(bob.page.get_by_text(re.compile(r"(^|\] )Goodbye$")).filter(visible=True).first) \
-        .to_be_visible(timeout=MS)
+    shown(bob, texts.GOODBYE)
     alice.expect_line("bob logged out")
     expect(alice.online.get_by_role("button")).to_have_count(0, timeout=MS)
 
-    # carol gets what was stored for her at her next login.
+    # carol gets what was stored for her at her next login, and bob, logging
+    # in again on the same page, what she stored for him, marked.
     carol = cast.terminal("carol")
     carol.expect("alice: see you later")
     alice.expect_line("carol logged in", count=2)
+    carol.type("message bob for when you are back")
+    bob.login("bob", welcome=False)
+    bob.expect_line("carol: for when you are back (offline)")
+    expect(bob.online.get_by_role("button")).to_have_count(2, timeout=MS)
 
 
 def test_blocked_users_messages_are_refused_and_never_shown(cast):
@@ -519,6 +539,48 @@ def test_what_the_page_showed_and_never_acknowledged_comes_again_and_is_dropped(
     for text in ["carol: number 1", "carol: number 2", "carol: number 3", "carol: to all",
                  "carol: number 4", texts.RECONNECTED, texts.WELCOME]:
         assert containing(alice, text) == 1, (text, alice.lines())
+
+
+@server_options(timeout=3)
+def test_idle_warning_then_logout_back_to_the_login_form(cast):
+    alice = cast.page("alice")
+    # Warned at half of a TIMEOUT under 2 minutes, the seconds left rounded up.
+    alice.expect_line(texts.idle_warning(2), timeout=3)
+    shown(alice, texts.LOGGED_OUT_IDLE)
+    expect(alice.login_button).to_be_visible(timeout=MS)
+    alice.page.wait_for_timeout(500)
+    assert containing(alice, texts.RECONNECTING) == 0
+    # And in again.
+    alice.login("alice", welcome=False)
+    expect(alice.input).to_be_visible(timeout=MS)
+
+
+def test_server_stopping_sends_the_page_back_to_the_login_form(server, cast):
+    alice = cast.page("alice")
+    assert server.stop() == 0
+    shown(alice, texts.SERVER_SHUTTING_DOWN)
+    expect(alice.login_button).to_be_visible(timeout=MS)
+    alice.page.wait_for_timeout(500)
+    assert containing(alice, texts.RECONNECTING) == 0
+
+
+def test_a_day_line_when_the_date_changes(cast):
+    # The page's clock starts a minute before midnight, UTC, and is moved on
+    # past it; the first lines are of the page's today, so no day line yet.
+    alice = cast.page("alice", clock=datetime(2026, 12, 1, 23, 59, tzinfo=timezone.utc),
+                      timezone_id="UTC")
+    carol = cast.terminal("carol")
+    carol.type("message alice before midnight")
+    expect(alice.line("[23:59] carol: before midnight", stamped=False)).to_have_count(1,
+                                                                                       timeout=MS)
+    alice.page.clock.fast_forward("02:00")
+    carol.type("message alice after midnight")
+    expect(alice.line("[00:01] carol: after midnight", stamped=False)).to_have_count(1,
+                                                                                      timeout=MS)
+    day_lines = [line for line in alice.lines() if line.startswith("---")]
+    assert day_lines == ["--- Wednesday 2 December ---"], alice.lines()
+    assert alice.lines()[-2:] == ["--- Wednesday 2 December ---",
+                                  "[00:01] carol: after midnight"]
 
 
 def test_markup_and_control_characters_are_shown_as_text(cast):

@@ -287,12 +287,18 @@ class WebUser:
     console errors. Elements are found as a person finds them: by their
     labels and roles."""
 
-    def __init__(self, browser, url, viewport=None, withhold_acks=False):
+    def __init__(self, browser, url, viewport=None, withhold_acks=False, clock=None,
+                 timezone_id=None):
         """`withhold_acks`: the page's WebSocket passes through a route that
         drops its `ack` frames (counted in `withheld`), so the server keeps
-        what the page shows as not acknowledged."""
-        self.context = browser.new_context(viewport=viewport or {"width": 1280, "height": 800})
+        what the page shows as not acknowledged. `clock`: the page's time
+        starts there (a datetime) and runs on; `timezone_id`: its zone."""
+        options = {"timezone_id": timezone_id} if timezone_id else {}
+        self.context = browser.new_context(viewport=viewport or {"width": 1280, "height": 800},
+                                           **options)
         self.page = self.context.new_page()
+        if clock is not None:
+            self.page.clock.install(time=clock)
         self.withheld = 0
         if withhold_acks:
             self.page.route_web_socket(re.compile(r"/ws$"), self._withhold_acks)
