@@ -53,9 +53,13 @@ def login_frames(user, password=PASSWORD):
 
 
 def greenchat_command(credentials, data, *options, block_duration="60", timeout="3600"):
-    """bin/greenchat-server's command line: port 0 on 127.0.0.1."""
+    """bin/greenchat-server's command line: port 0 on 127.0.0.1, and no web
+    client unless `options` ask for one (a server from GREENCHAT_SERVER_ROOT
+    may be older than --no-http)."""
+    web = () if "--http-port" in options or os.environ.get("GREENCHAT_SERVER_ROOT") \
+        else ("--no-http",)
     return [sys.executable, SERVER_SCRIPT, "0", block_duration, timeout, "--host", "127.0.0.1",
-            "--credentials", credentials, "--data", data, *options]
+            "--credentials", credentials, "--data", data, *web, *options]
 
 
 def read_text(path):

@@ -396,6 +396,19 @@ def close(sock):
         pass
 
 
+def discard_received(sock, reads=16):
+    """Read and drop what has arrived, without waiting: a socket closed
+    with bytes unread resets its connection, and the peer may lose the
+    answer it was sent just before."""
+    try:
+        sock.settimeout(0.0)
+        for _ in range(reads):
+            if not sock.recv(65536):
+                return
+    except OSError:
+        pass
+
+
 def refuse(sock, data=None):
     """Close a connection refused before it is served, at once: its
     descriptor is wanted back. `data` (a frame) goes out only if the socket

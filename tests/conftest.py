@@ -42,11 +42,12 @@ def fake_server():
 @pytest.fixture
 def server_process(tmp_path):
     """bin/greenchat-server as a process (accounts hans and yoda), its stderr
-    piped; `port` once it listens. SIGTERM at teardown."""
+    piped, its web client on any free port; `port` once it listens. SIGTERM
+    at teardown."""
     creds = tmp_path / "credentials.txt"
     creds.write_text("hans falcon*solo\nyoda wise@!man\n")
     proc = Proc([SERVER_SCRIPT, "0", "5", "30", "--host", "127.0.0.1", "--credentials", str(creds),
-                 "--data", str(tmp_path / "data")])
+                 "--data", str(tmp_path / "data"), "--http-port", "0"])
     proc.port = listening_port(proc)
     yield proc
     if proc.p.poll() is None:

@@ -187,6 +187,31 @@ def test_sessions_open_at_a_crash_come_back_hibernating(tmp_path):
         server.kill()
 
 
+def test_a_resume_after_a_crash_counts_its_last_as_shown(tmp_path):
+    (tmp_path / "credentials.txt").write_text("alice pw\nbob pw\n")
+    server = ServerProcess(str(tmp_path), "--resume-window", "30")
+    try:
+        alice = Agent("alice", server.address)
+        bob = Agent("bob", server.address, acks=False)
+        assert alice.login()["status"] == "ok" and bob.login()["status"] == "ok"
+        for text in ("one", "two", "three"):
+            assert alice.command(f"message bob {text}")[1]["ok"]
+        bob.wait_for(lambda f: f.get("text") == "three")
+        last = bob.frames("message")[-1][1]["id"]
+        server.kill()
+        server = ServerProcess(str(tmp_path), "--resume-window", "30")
+        # Shown before the crash, never acknowledged: `last` says so.
+        again = Agent("bob", server.address, acks=False)
+        assert again.resume(token=bob.token, last=last)["resumed"] is True
+        alice = Agent("alice", server.address)
+        assert alice.login()["status"] == "ok"
+        assert alice.command("message bob four")[1]["ok"]
+        again.wait_for(lambda f: f.get("text") == "four")
+        assert again.texts() == ["four"]
+    finally:
+        server.kill()
+
+
 def test_a_hibernating_session_whose_mail_overflows_ends(make_server):
     server = make_server(["alice", "bob"], resume_window=30, mailbox_limit=5)
     alice, bob = login_all(server, "alice", "bob")

@@ -3,8 +3,10 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -45,11 +47,46 @@ def test_server_and_clients_as_processes(server_process):
     assert server_process.finish() == 0
 
 
+def test_the_server_serves_the_web_client_and_says_where(server_process):
+    # The chat listener's line first, then the web client's (after the
+    # fixture's listening_port read it).
+    line = server_process.expect(re.compile(r"web client at "), stream="stderr")
+    url = re.search(r"web client at (http://127\.0\.0\.1:\d+/)$", line).group(1)
+    with urllib.request.urlopen(url, timeout=DEADLINE) as response:
+        assert response.status == 200 and b"<title>greenchat</title>" in response.read()
+        assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    server_process.p.send_signal(signal.SIGTERM)
+    assert server_process.finish() == 0
+
+
+def test_a_taken_web_port_is_a_warning_and_chat_goes_on(tmp_path):
+    creds = tmp_path / "credentials.txt"
+    creds.write_text("hans falcon*solo\nyoda wise@!man\n")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    server = Proc([SERVER_SCRIPT, "0", "--host", "127.0.0.1", "--credentials", str(creds),
+                   "--data", str(tmp_path / "data"), "--http-port", str(taken.getsockname()[1])])
+    try:
+        port = listening_port(server)
+        server.expect(re.compile(r"WARNING .*serving chat without the web client"),
+                      stream="stderr")
+        hans = client_process(port)
+        login(hans, "hans", "falcon*solo")
+        hans.write("logout")
+        hans.expect("Goodbye")
+        assert hans.finish() == 0
+    finally:
+        server.p.send_signal(signal.SIGTERM)
+        assert server.finish() == 0
+        taken.close()
+
+
 def test_offline_message_survives_server_restart(tmp_path):
     creds = tmp_path / "credentials.txt"
     creds.write_text("hans falcon*solo\nyoda wise@!man\n")
     args = ["5", "30", "--host", "127.0.0.1", "--credentials", str(creds),
-            "--data", str(tmp_path / "data")]
+            "--data", str(tmp_path / "data"), "--no-http"]
     first = Proc([SERVER_SCRIPT, "0"] + args)
     port = listening_port(first)
     yoda = client_process(port)
@@ -192,7 +229,7 @@ def test_tls_end_to_end_with_mkcert_and_a_private_link(tmp_path):
     creds = tmp_path / "credentials.txt"
     creds.write_text("hans falcon*solo\nyoda wise@!man\n")
     server = Proc([SERVER_SCRIPT, "0", "--host", "127.0.0.1", "--credentials", str(creds),
-                   "--data", str(tmp_path / "data"),
+                   "--data", str(tmp_path / "data"), "--no-http",
                    "--tls-cert", str(cert), "--tls-key", str(key)])
     try:
         port = str(listening_port(server))

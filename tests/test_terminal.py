@@ -283,7 +283,7 @@ def quick_idle_server(tmp_path):
     creds = tmp_path / "credentials.txt"
     creds.write_text("hans falcon*solo\nyoda wise@!man\n")
     proc = Proc([SERVER_SCRIPT, "0", "5", "4", "--host", "127.0.0.1", "--credentials",
-                 str(creds), "--data", str(tmp_path / "data")])
+                 str(creds), "--data", str(tmp_path / "data"), "--no-http"])
     proc.port = listening_port(proc)
     yield proc
     if proc.p.poll() is None:

@@ -512,6 +512,9 @@ class ChatServer:
         """A session open when the server stopped comes back hibernating."""
         session = Session(None, None, None, None, self.config)
         session.user, session.login_id, session.acked = user, login_id, acked
+        # Any id the log held may have been shown before the crash: a resume's
+        # `last` is believed up to there (Session.acknowledge).
+        session.backlog_upto = self.mailroom.next_id - 1
         self.chat.came_online(session, announce=False)
         self._hibernate(session)
 

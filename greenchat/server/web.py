@@ -25,12 +25,13 @@ import logging
 import os
 from time import monotonic
 
+import gevent
 from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
 
 from greenchat import __version__, commands, texts, tls
 from greenchat import websocket as ws
 from greenchat.errors import ConfigError, TLSError
-from greenchat.transport import SHUT_RD, close, configure, refuse, shutdown
+from greenchat.transport import SHUT_RD, close, configure, discard_received, refuse, shutdown
 
 log = logging.getLogger("greenchat.web")
 
@@ -137,6 +138,24 @@ class _Handler(WSGIHandler):
         finally:
             self.server.idle.discard(sock)
 
+    def handle_one_request(self):
+        # The whole request line and headers within HTTP_TIMEOUT, however
+        # they trickle in (a socket timeout counts from each byte).
+        timer = self._reading = gevent.Timeout.start_new(HTTP_TIMEOUT)
+        try:
+            return super().handle_one_request()
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            return None
+        finally:
+            timer.close()
+            del timer
+
+    def get_environ(self):
+        self._reading.close()       # the request is in: no more deadline
+        return super().get_environ()
+
     def run_application(self):
         if self.environ.get("PATH_INFO") == "/ws":
             self.close_connection = True
@@ -166,6 +185,10 @@ class _Handler(WSGIHandler):
         self.headers_sent = True
         web.idle.discard(sock)
         trailing = self._buffered()
+        # Not needed again, and held for the session's life otherwise: the
+        # reader's 8 KB buffer and the request.
+        self.rfile.close()
+        self.environ = self.headers = None
         sock.settimeout(None)
         chat = web.chat
         # The socket is the session's from here (pywsgi closes it after),
@@ -242,6 +265,7 @@ class WebListener(WSGIServer):
                     sock = tls.accept(sock, chat.tls, HTTP_TIMEOUT, _PLAIN_TO_TLS)
                 except TLSError as exc:
                     log.info("HTTPS connection from %s refused: %s", address[0], exc)
+                    discard_received(sock)
                     close(sock)
                     return
             self.networks[sock], self.accepted[sock] = network, accepted

@@ -249,9 +249,8 @@ export class Session {
     while (!this.done && this.queue.length && !this.waiting) {
       const line = this.queue[0];
       let spec = null;
-      let args = [];
       try {
-        [spec, args] = parseLine(line);
+        [spec] = parseLine(line);
       } catch (exc) {
         if (!(exc instanceof InvalidCommand)) throw exc;
       }
@@ -276,7 +275,7 @@ export class Session {
       if (!this.connected) return;                  // after the reconnect
       this.queue.shift();
       if (spec && spec.name === "logout") this._flushAck();
-      this._sendCommand(line, spec, args);
+      this._sendCommand(line, spec);
     }
   }
 
