@@ -689,8 +689,11 @@ def test_online_list_click_history_keys_tab_completion_and_a_phone(cast):
 @pytest.mark.skipif(not os.environ.get("GREENCHAT_SCREENSHOT"),
                     reason="makes docs/web-client.png: set GREENCHAT_SCREENSHOT=PATH")
 def test_screenshot_of_a_conversation(cast):
-    alice = cast.page("alice")
-    bob = cast.page("bob")
+    # An afternoon on the pages' clocks, whenever it is made.
+    afternoon = dict(clock=datetime(2026, 11, 30, 14, 32, tzinfo=timezone.utc),
+                     timezone_id="UTC", viewport={"width": 1100, "height": 620})
+    alice = cast.page("alice", **afternoon)
+    bob = cast.page("bob", **afternoon)
     alice.expect_line("bob logged in")
     carol = cast.terminal("carol")
     alice.expect_line("carol logged in")
@@ -700,6 +703,10 @@ def test_screenshot_of_a_conversation(cast):
     bob.expect_line("alice: yes, I'll bring the slides")
     carol.type("broadcast the build is green again, thanks everyone")
     alice.expect_line("[all] carol: the build is green again, thanks everyone")
+    alice.type("message carol was it the flaky resume test?")
+    carol.expect("alice: was it the flaky resume test?")
+    carol.type("message alice yes: fixed, and a browser test keeps it fixed")
+    alice.expect_line("carol: yes: fixed, and a browser test keeps it fixed")
     alice.type("whoelse")
     alice.expect_line("carol")
     alice.input.fill("message carol great, see you at the demo")
