@@ -298,6 +298,10 @@ def test_three_wrong_passwords_lock_the_account(cast):
     expect(mallory.alert).to_contain_text(texts.ACCOUNT_BLOCKED, timeout=MS)
     expect(mallory.login_button).to_be_visible()
     assert mallory.count(texts.WELCOME) == 0
+    # An account in use on a terminal is refused to a page.
+    cast.terminal("carol")
+    mallory.login("carol", welcome=False)
+    expect(mallory.alert).to_have_text(texts.ALREADY_LOGGED_IN, timeout=MS)
 
 
 # Chatting ---------------------------------------------------------------------------
@@ -602,6 +606,16 @@ def test_markup_and_control_characters_are_shown_as_text(cast):
     # ...and from the terminal.
     carol.type("message alice \x1b[2Jcleared?")
     alice.expect_line("carol: ^[[2Jcleared?")
+    # A line break (no keyboard sends one; a program can) starts an
+    # indented line, so no text can pose as an event of its own.
+    dave = WebSocket(cast.server.http_port)
+    try:
+        assert dave.login("dave")["status"] == "ok"
+        dave.send(json.dumps({"type": "command", "id": 1,
+                              "line": "message alice one\n[12:00] bob: a line of mine?"}))
+        alice.expect_line("dave: one\n  [12:00] bob: a line of mine?")
+    finally:
+        dave.close()
 
     # Nothing of it became an element, and a failed image never ran a
     # handler: wait past a round trip for any late one.
@@ -677,6 +691,17 @@ def test_online_list_click_history_keys_tab_completion_and_a_phone(cast):
     alice.input.fill("whoe")
     alice.input.press("Tab")
     expect(alice.input).to_have_value("whoelse")
+
+    # A line over the server's max_frame is refused by the page, and kept.
+    too_long = "message bob " + "x" * 70_000
+    alice.input.fill(too_long)
+    alice.input.press("Enter")
+    expect(alice.log.locator(":scope > *").filter(has_text=re.compile(
+        r"^\[\d\d:\d\d\] Error\. Message too long \(\d+ bytes, at most 65536\)$"))) \
+        .to_have_count(1, timeout=MS)
+    expect(alice.input).to_have_value(too_long)
+    alice.input.fill("")
+    assert containing(bob, "xxxxxxxxxx") == 0
 
     # An invalid line gets the server's answer and the page's hint.
     alice.type("message")

@@ -275,6 +275,25 @@ class WebSocket:
             size = struct.unpack("!Q", self._take(8))[0]
         return first & 0x0F, self._take(size)
 
+    def receive_frame(self):
+        """The next protocol frame (a text message's JSON), pongs skipped."""
+        while True:
+            opcode, payload = self.receive()
+            if opcode == 1:
+                return json.loads(payload)
+
+    def login(self, user):
+        """hello, username and password (no p2p: a browser has no port); the login frame."""
+        for frame in [{"type": "hello", "version": 1, "client": "greenchat-tests"},
+                      {"type": "username", "username": user},
+                      {"type": "password", "password": ACCOUNTS[user]}]:
+            self.send(json.dumps(frame))
+        while True:
+            frame = self.receive_frame()
+            if frame["type"] == "login" and frame.get("text") is not None \
+                    or frame["type"] == "login" and frame.get("status") != "password":
+                return frame
+
     def close(self):
         self.sock.close()
 
