@@ -52,8 +52,10 @@ def browser():
             pytest.fail(f"the browser tests cannot run on CI: {reason}", pytrace=False)
         pytest.skip(reason)
     with sync_playwright() as playwright:
+        # As root (CI) Chromium's sandbox cannot start; a container's small
+        # /dev/shm would crash its renderers.
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                              args=["--no-sandbox"])
+                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
         yield chromium
         chromium.close()
 
