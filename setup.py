@@ -27,7 +27,10 @@ setup(
     package_data={"greenchat": ["web/*.html", "web/*.js", "web/*.css", "web/*.png",
                                 "web/*.svg", "web/*.ico"]},
     install_requires=["gevent>=25.9.1", "cryptography>=42", "wsproto>=1.2"],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "pexpect>=4", "pyte>=0.8"]},
+    # playwright drives the system's Chromium in tests/test_web_browser.py
+    # (never `playwright install`: .ci/run installs Debian's chromium).
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "pexpect>=4", "pyte>=0.8",
+                             "playwright>=1.40"]},
     entry_points={
         "console_scripts": [
             "greenchat-server=greenchat.cli:run_server",
