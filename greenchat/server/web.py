@@ -186,9 +186,9 @@ class _Handler(WSGIHandler):
         web.idle.discard(sock)
         trailing = self._buffered()
         # Not needed again, and held for the session's life otherwise: the
-        # reader's 8 KB buffer and the request.
+        # reader's 8 KB buffer. (The environ stays: pywsgi's error log reads it.)
         self.rfile.close()
-        self.environ = self.headers = None
+        self.headers = None
         sock.settimeout(None)
         chat = web.chat
         # The socket is the session's from here (pywsgi closes it after),
