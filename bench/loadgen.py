@@ -11,7 +11,20 @@ a count and a wall-clock deadline. Prints one JSON object per run.
            round trips; median and p99.
   conns    up to C logged-in idle clients; login rate and server RSS.
 
-Accounts are u0, u1, ... with password "pw"; the runner writes that file.
+Accounts are u0, u1, ... with password "pw"; the runner writes that file
+(`--first-user F` starts a run's accounts at uF, so runs against one server
+do not share accounts).
+
+With `--ws-port PORT` the clients speak WebSocket to the server's web
+listener instead (the fanout's sender stays on TCP, as a broadcast comes
+from anyone): an HTTP/1.1 upgrade of GET /ws with a Sec-WebSocket-Key and no
+Origin, as a non-browser client sends it; once the 101 is in, the same
+frames, each a text message masked with a zero key (legal, and the XOR is a
+no-op, so a frame is its header, four zero bytes and the JSON). Server
+frames are unmasked text messages without a newline: a receiver counts
+`{"type":"message","id":` (which JSON can only hold as structure, the
+quotes of a text being escaped), carrying an unfinished one to the next
+read, and reads the id after it; it parses no WebSocket header.
 
 Every connection that receives messages acknowledges them as the client
 does: an `ack` of the highest id received, at the 64th message not yet
@@ -51,6 +64,13 @@ MESSAGE, ID = b'"message"', b'"id"'
 # after the first.
 ACK_EVERY = 64
 ACK_DELAY = 0.1
+# What a MESSAGE_ID cut by a read may leave: never a whole one.
+KEEP = len(MESSAGE_ID) - 1
+# The RFC 6455 example key: any 16 bytes in base64 do, the server only hashes it.
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+WS_SWITCHING = b"HTTP/1.1 101 "
+# An HTTP response head longer than this is not a server's 101.
+MAX_HEAD = 8192
 
 
 def command(i, line):
@@ -59,6 +79,76 @@ def command(i, line):
 
 def ack(upto):
     return encode(frames.ack(upto))
+
+
+def upgrade_request(port, path="/ws"):
+    """The HTTP request that asks the web listener for a WebSocket."""
+    return (f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n\r\n").encode("ascii")
+
+
+def ws_frame(payload):
+    """A client's text message: final, masked with the key 0 (as RFC 6455
+    allows; XOR with zeros leaves the payload as it is)."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x81, 0x80 | size))
+    elif size < 65536:
+        head = bytes((0x81, 0x80 | 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 0x80 | 127)) + size.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+def ws_frames(data):
+    """Codec-encoded frames (JSON lines) as client WebSocket messages, one each."""
+    if data.find(b"\n") == len(data) - 1:
+        return ws_frame(data[:-1])          # one frame, the usual case
+    return b"".join([ws_frame(line) for line in data.split(b"\n") if line])
+
+
+def ws_split(buf):
+    """(payload, rest) of the first whole server frame in `buf` (unmasked,
+    as a server sends), or (None, buf) if it is not all there."""
+    if len(buf) < 2:
+        return None, buf
+    size, at = buf[1] & 0x7F, 2
+    if size == 126:
+        size, at = int.from_bytes(buf[2:4], "big"), 4
+    elif size == 127:
+        size, at = int.from_bytes(buf[2:10], "big"), 10
+    if len(buf) < at + size:
+        return None, buf
+    return buf[at:at + size], buf[at + size:]
+
+
+def ws_scan(buf):
+    """(messages, highest id, rest) of a server's WebSocket bytes: how many
+    message frames with an id `buf` holds whose id has arrived whole, the
+    highest id (None without one), and what to carry to the next read (an
+    unfinished message's start, or the last bytes, where one may begin)."""
+    count = buf.count(MESSAGE_ID)
+    if not count:
+        return 0, None, buf[-KEEP:]
+    start = buf.rfind(MESSAGE_ID)
+    at = start + len(MESSAGE_ID)
+    end = buf.find(b",", at)
+    if end < 0:
+        # The last id is cut: it waits for the next read.
+        count -= 1
+        rest = buf[start:]
+        if not count:
+            return 0, None, rest
+        at = buf.rfind(MESSAGE_ID, 0, start) + len(MESSAGE_ID)
+        end = buf.find(b",", at, start)
+    else:
+        rest = buf[-KEEP:]
+    try:
+        upto = int(buf[at:end])
+    except ValueError:
+        upto = None
+    return count, upto, rest
 
 
 def scan(buf):
@@ -118,9 +208,11 @@ def pct(sorted_values, p):
 class Conn:
     __slots__ = ("user", "sock", "fd", "wbuf", "tail", "ready", "dead", "count",
                  "measure", "t_start", "t_ready", "connecting", "mask",
-                 "acks", "partial", "upto", "unacked", "ack_due")
+                 "acks", "partial", "upto", "unacked", "ack_due", "ws", "upgraded", "login")
 
-    def __init__(self, user):
+    def __init__(self, user, ws=False, login=True):
+        """`ws`: over WebSocket; `login`: log in as `user` once upgraded
+        (else ready then: a WebSocket server other than greenchat's)."""
         self.user = user
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setblocking(False)
@@ -139,13 +231,17 @@ class Conn:
         self.upto = None          # the highest message id received
         self.unacked = 0          # messages received since the last ack
         self.ack_due = None       # when the next ack is due, while one waits
+        self.ws = ws
+        self.upgraded = False     # the server's 101 is in
+        self.login = login
 
 
 class Engine:
     """Drives many non-blocking connections from one thread."""
 
-    def __init__(self, port):
+    def __init__(self, port, ws_port=None):
         self.port = port
+        self.ws_port = ws_port    # the web listener's, for WebSocket conns
         self.ep = select.epoll()
         self.conns = {}
         self.ndead = 0
@@ -155,13 +251,17 @@ class Engine:
 
     def open(self, conn):
         conn.t_start = time.perf_counter()
-        rc = conn.sock.connect_ex((HOST, self.port))
+        rc = conn.sock.connect_ex((HOST, self.ws_port if conn.ws else self.port))
         if rc not in (0, errno.EINPROGRESS):
             raise OSError(rc, os.strerror(rc))
         self.conns[conn.fd] = conn
         conn.mask = EPOLLIN | EPOLLOUT
         self.ep.register(conn.fd, conn.mask)
-        conn.wbuf += login_frames(conn.user)
+        if conn.ws:
+            # As a browser: the frames wait for the 101.
+            conn.wbuf += upgrade_request(self.ws_port)
+        else:
+            conn.wbuf += login_frames(conn.user)
 
     def close(self, conn):
         if self.conns.pop(conn.fd, None) is not None:
@@ -231,7 +331,11 @@ class Engine:
                     self.kill(conn, "EOF from server")
                     continue
                 self.bytes_in += len(data)
-                if conn.measure:
+                if conn.ws and not conn.upgraded:
+                    data = self.upgrade(conn, data)
+                    if not data:
+                        continue
+                if conn.measure and not conn.ws:
                     # One frame per line; during measurement receivers get
                     # only the broadcasts.
                     conn.count += data.count(b"\n")
@@ -244,7 +348,7 @@ class Engine:
                         self.kill(conn, seen[-200:].decode("utf-8", "replace"))
                         continue
                     conn.tail = data[-32:]
-                if conn.ready and conn.acks:
+                if conn.ready and (conn.acks or conn.ws):
                     self.received(conn, conn.partial + data if conn.partial else data, now)
         acks_due = self.acks_due
         while acks_due and acks_due[0][0] <= now:
@@ -252,12 +356,42 @@ class Engine:
             if conn.ack_due == due and conns.get(conn.fd) is conn:
                 self.ack(conn)
 
+    def upgrade(self, conn, data):
+        """Read the answer to a WebSocket upgrade; once its 101 is whole,
+        send the login and return what came after it (else b"")."""
+        head = conn.partial + data
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            conn.partial = head
+            if len(head) > MAX_HEAD:
+                self.kill(conn, "no end to the HTTP response")
+            return b""
+        if not head.startswith(WS_SWITCHING):
+            self.kill(conn, "upgrade refused: " + head[:end].decode("latin-1").split("\r\n")[0])
+            return b""
+        conn.partial = b""
+        conn.upgraded = True
+        if conn.login:
+            self.send(conn, ws_frames(login_frames(conn.user)))
+        else:
+            conn.ready = True
+            conn.t_ready = time.perf_counter()
+        return head[end + 4:]
+
     def received(self, conn, data, now):
-        """Note the message ids in `data`; acknowledge them when due."""
-        if not conn.acks:
+        """Note the message ids in `data` (counting them, for a WebSocket
+        receiver being measured); acknowledge them when due."""
+        if conn.ws:
+            count, upto, conn.partial = ws_scan(data)
+            if conn.measure:
+                conn.count += count
+            if not conn.acks:
+                return
+        elif not conn.acks:
             return
-        count, upto, conn.partial = scan(data)
-        if not count:
+        else:
+            count, upto, conn.partial = scan(data)
+        if not count or upto is None:
             return
         if conn.upto is None or upto > conn.upto:
             conn.upto = upto
@@ -271,7 +405,7 @@ class Engine:
     def ack(self, conn):
         conn.unacked, conn.ack_due = 0, None
         self.acks_sent += 1
-        self.send(conn, ack(conn.upto))
+        self.send(conn, ws_frame(ack(conn.upto)[:-1]) if conn.ws else ack(conn.upto))
 
     def establish(self, conns, window, deadline, progress=None):
         """Log conns in, at most `window` unfinished at once; return how many."""
@@ -310,15 +444,20 @@ class Engine:
                 return
 
 
+def transport(a):
+    return "ws" if a.ws_port else "tcp"
+
+
 def cmd_fanout(a):
-    eng = Engine(a.port)
+    eng = Engine(a.port, a.ws_port)
     deadline = time.perf_counter() + a.setup_timeout
-    sender = Conn("u0")
+    first = a.first_user
+    sender = Conn(f"u{first}")
     # Its commands go out straight from `blob`, not through its wbuf, where
     # an ack could land in the middle of one; a broadcast never comes back
     # to its sender anyway.
     sender.acks = False
-    receivers = [Conn(f"u{i + 1}") for i in range(a.n)]
+    receivers = [Conn(f"u{first + i + 1}", ws=bool(a.ws_port)) for i in range(a.n)]
     for conn in receivers:
         conn.acks = not a.no_acks
     t0 = time.perf_counter()
@@ -369,7 +508,8 @@ def cmd_fanout(a):
     srv_cpu, me_cpu = proc_cpu_seconds(a.pid) - srv0, self_cpu_s() - me0
     total = sum(c.count for c in receivers)
     print(json.dumps({
-        "test": "fanout", "n": a.n, "m": a.m, "window": a.window, "setup_s": round(setup_s, 3),
+        "test": "fanout", "transport": transport(a), "n": a.n, "m": a.m, "window": a.window,
+        "setup_s": round(setup_s, 3),
         "deliveries": total, "expected": target, "complete": total >= target,
         "dead": eng.ndead, "acks": eng.acks_sent, "wall_s": round(wall, 4),
         "deliveries_per_s": round(total / wall, 1),
@@ -382,17 +522,31 @@ def cmd_fanout(a):
 
 
 class Blocking:
-    """A blocking client for the latency run."""
+    """A blocking client for the latency run; over WebSocket with `ws_port`."""
 
-    def __init__(self, port, user, deadline):
-        self.sock = socket.create_connection((HOST, port), timeout=10)
+    ws = False
+
+    def __init__(self, port, user, deadline, ws_port=None):
+        self.ws = ws_port is not None
+        self.sock = socket.create_connection((HOST, ws_port or port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.upto = None          # the highest message id received
         self.unacked = 0          # since the last ack
         self.first_unacked = None
-        self.sock.sendall(login_frames(user))
+        if self.ws:
+            self.sock.sendall(upgrade_request(ws_port))
+            while b"\r\n\r\n" not in self.buf:
+                self._recv(deadline)
+            head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+            if not head.startswith(WS_SWITCHING):
+                raise ConnectionError(f"upgrade refused: {head[:100]!r}")
+        self.send(login_frames(user))
         self.wait_for(LOGIN_OK, deadline)
+
+    def send(self, data):
+        """Send codec-encoded frames (as WebSocket messages over WebSocket)."""
+        self.sock.sendall(ws_frames(data) if self.ws else data)
 
     def received(self, line):
         """Note a message frame's id."""
@@ -408,40 +562,56 @@ class Blocking:
         after the first (checked when called); with `now` None, at once."""
         if self.unacked and (now is None or self.unacked >= ACK_EVERY
                              or now - self.first_unacked >= ACK_DELAY):
-            self.sock.sendall(ack(self.upto))
+            self.send(ack(self.upto))
             self.unacked, self.first_unacked = 0, None
+
+    def _next(self):
+        """The next whole frame received (a line, or a WebSocket message's
+        payload), or None."""
+        if self.ws:
+            payload, self.buf = ws_split(self.buf)
+            return payload
+        if b"\n" not in self.buf:
+            return None
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
+    def _recv(self, deadline):
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            raise TimeoutError("no answer in time")
+        self.sock.settimeout(left)
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("EOF from server")
+        self.buf += data
 
     def wait_for(self, needle, deadline):
         while True:
-            while b"\n" in self.buf:
-                line, self.buf = self.buf.split(b"\n", 1)
-                if needle in line:
-                    return line
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                raise TimeoutError(f"no {needle!r} in time")
-            self.sock.settimeout(left)
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError("EOF from server")
-            self.buf += data
+            frame = self._next()
+            while frame is not None:
+                if needle in frame:
+                    return frame
+                frame = self._next()
+            self._recv(deadline)
 
 
 MARKER_ID = 999_999_999
 
 
-def run_latency(port, pid, k, warmup, payload, timeout):
+def run_latency(port, pid, k, warmup, payload, timeout, ws_port=None, first=1):
     deadline = time.perf_counter() + timeout
-    a = Blocking(port, "u1", deadline)
-    b = Blocking(port, "u2", deadline)      # logged in, so online, when this returns
+    name_a, name_b = f"u{first}", f"u{first + 1}"
+    a = Blocking(port, name_a, deadline, ws_port)
+    b = Blocking(port, name_b, deadline, ws_port)   # logged in, so online, when this returns
     pad = "y" * max(0, payload - 11)
     rtts = []
     srv0 = proc_cpu_seconds(pid)
     for i in range(warmup + k):
         t0 = time.perf_counter_ns()
-        a.sock.sendall(command(i, f"message u2 {i:010d} {pad}"))
+        a.send(command(i, f"message {name_b} {i:010d} {pad}"))
         b.received(b.wait_for(b'"type":"message"', deadline))
-        b.sock.sendall(command(i, f"message u1 {i:010d} {pad}"))
+        b.send(command(i, f"message {name_a} {i:010d} {pad}"))
         a.received(a.wait_for(b'"type":"message"', deadline))
         if i >= warmup:
             rtts.append((time.perf_counter_ns() - t0) / 1000)
@@ -457,11 +627,11 @@ def run_latency(port, pid, k, warmup, payload, timeout):
     oks = []
     # Replies of the round trips may still be on their way: one marker
     # command's reply, and every reply before it is behind us.
-    a.sock.sendall(command(MARKER_ID, "whoelse"))
+    a.send(command(MARKER_ID, "whoelse"))
     a.wait_for(b'"id":%d,' % MARKER_ID, deadline)
     for i in range(warmup + k):
         t0 = time.perf_counter_ns()
-        a.sock.sendall(command(i, f"message u2 {i:010d} {pad}"))
+        a.send(command(i, f"message {name_b} {i:010d} {pad}"))
         a.wait_for(b'"type":"reply"', deadline)
         if i >= warmup:
             oks.append((time.perf_counter_ns() - t0) / 1000)
@@ -471,7 +641,7 @@ def run_latency(port, pid, k, warmup, payload, timeout):
         c.sock.close()
     rtts.sort()
     oks.sort()
-    return {"test": "latency", "round_trips": len(rtts),
+    return {"test": "latency", "transport": "ws" if ws_port else "tcp", "round_trips": len(rtts),
             "rtt_us_median": round(statistics.median(rtts), 1),
             "rtt_us_p99": round(pct(rtts, 99), 1),
             "rtt_us_min": round(rtts[0], 1), "rtt_us_max": round(rtts[-1], 1),
@@ -481,12 +651,12 @@ def run_latency(port, pid, k, warmup, payload, timeout):
 
 
 def cmd_latency(a):
-    print(json.dumps(run_latency(a.port, a.pid, a.k, a.warmup, a.payload, a.run_timeout)),
-          flush=True)
+    print(json.dumps(run_latency(a.port, a.pid, a.k, a.warmup, a.payload, a.run_timeout,
+                                 a.ws_port, a.first_user or 1)), flush=True)
 
 
 def cmd_conns(a):
-    eng = Engine(a.port)
+    eng = Engine(a.port, a.ws_port)
     rss0, cpu0 = proc_rss_kb(a.pid), proc_cpu_seconds(a.pid)
     marks = []
     login_times = []
@@ -500,7 +670,7 @@ def cmd_conns(a):
                           "server_rss_kb": proc_rss_kb(a.pid),
                           "server_cpu_s": round(proc_cpu_seconds(a.pid) - cpu0, 2)})
 
-    conns = [Conn(f"u{i}") for i in range(a.max)]
+    conns = [Conn(f"u{a.first_user + i}", ws=bool(a.ws_port)) for i in range(a.max)]
     nready = eng.establish(conns, a.connect_window, t0 + a.run_timeout, progress)
     connect_s = time.perf_counter() - t0
     eng.settle(quiet=1.0)
@@ -515,7 +685,7 @@ def cmd_conns(a):
     rss = proc_rss_kb(a.pid)
     login_times.sort()
     print(json.dumps({
-        "test": "conns", "target": a.max, "ready": nready,
+        "test": "conns", "transport": transport(a), "target": a.max, "ready": nready,
         "failure": next((c.dead for c in conns if c.dead), None),
         "connect_all_s": round(connect_s, 3),
         "logins_per_s": round(nready / connect_s, 1) if connect_s else None,
@@ -535,6 +705,11 @@ def main(argv=None):
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--pid", type=int, required=True, help="server PID, for CPU and RSS")
     p.add_argument("--run-timeout", type=float, default=120.0)
+    p.add_argument("--ws-port", type=int, default=None,
+                   help="the web listener's port: clients speak WebSocket there (the fanout's "
+                        "sender stays on TCP)")
+    p.add_argument("--first-user", type=int, default=0,
+                   help="accounts start at uF (latency: u1 when 0)")
     sub = p.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fanout")
     f.add_argument("-n", type=int, default=100)
