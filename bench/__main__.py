@@ -13,6 +13,14 @@ figures only compare within one run.
 
 Workloads: fan-out to 100 and 1000 receivers, 1-to-1 round trips, and idle
 logged-in connections. Every run is bounded in count and time.
+
+greenchat's web listener (`--http-port 0`) adds WebSocket rows: fan-out to
+1000 WebSocket receivers (a TCP sender broadcasting) and a WebSocket round
+trip, each run right after its TCP twin against the same server process,
+with accounts of their own; and idle WebSocket clients, on a fresh process
+of their own, as RSS per connection needs a heap no earlier run has grown.
+Servers that share a process get `--resume-window 0`, so the clients of one
+run leave no sessions behind for the next to deliver to.
 """
 
 import argparse
@@ -24,23 +32,38 @@ import sys
 import tempfile
 import time
 
-from bench.common import ROOT, Server, greenchat_command, raise_fd_limit, write_credentials
+from bench.common import (
+    ROOT,
+    Server,
+    greenchat_command,
+    raise_fd_limit,
+    server_has_option,
+    wait_quiet,
+    write_credentials,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ANCHOR = os.path.join(ROOT, os.pardir, "shared", "anchors", "ngircd")
 LOADGEN = os.path.join(HERE, "loadgen.py")
 
 
-def start_greenchat(workdir, credentials):
+def start_greenchat(workdir, credentials, web=False):
+    """`web`: with its web listener on any free port, and sessions that
+    end when their connection does (runs share the process)."""
     # A fresh store each run: what one run's receivers left unacknowledged
     # would be the next run's backlog.
     data = os.path.join(workdir, "greenchat-data")
     shutil.rmtree(data, ignore_errors=True)
+    web_options = ("--http-port", "0", "--resume-window", "0") if web else ()
     return Server("greenchat", greenchat_command(
         credentials, data,
         "--mailbox-limit", "1000000", "--mailbox-limit-bytes", str(1 << 30),
         "--command-rate", "0", "--max-per-address", "100000",
-        "--max-connections", "100000"), workdir)
+        "--max-connections", "100000", *web_options), workdir)
+
+
+def start_greenchat_web(workdir, credentials):
+    return start_greenchat(workdir, credentials, web=True)
 
 
 def start_threaded(workdir, credentials):
@@ -63,10 +86,21 @@ def run_json(cmd, timeout, tail, **kwargs):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def loadgen(server, args, timeout):
+def loadgen(server, args, timeout, ws_first_user=None):
+    """Run bench/loadgen.py against `server`; with `ws_first_user`, its
+    clients speak WebSocket and its accounts start at that number."""
     cmd = [sys.executable, LOADGEN, "--port", str(server.port), "--pid", str(server.pid),
-           "--run-timeout", str(timeout)] + args
-    return run_json(cmd, timeout + 120, 500, preexec_fn=raise_fd_limit)
+           "--run-timeout", str(timeout)]
+    if ws_first_user is not None:
+        cmd += ["--ws-port", str(server.web_port()), "--first-user", str(ws_first_user)]
+    return run_json(cmd + args, timeout + 120, 500, preexec_fn=raise_fd_limit)
+
+
+def then_ws(server, args, timeout, first_user):
+    """The same run over WebSocket, on the same server once it is quiet."""
+    if not wait_quiet(server.pid):
+        print(f"{server.name} still busy before the WebSocket run", file=sys.stderr)
+    return loadgen(server, args, timeout, ws_first_user=first_user)
 
 
 def ngircd_available():
@@ -99,17 +133,25 @@ def run_ngircd(plan, timeout):
 
 
 def run_chat_server(start, workdir, credentials, plan, timeout, with_conns=True,
-                    with_fanout=True):
+                    with_fanout=True, ws=False):
+    """`ws`: the server has a web listener; its WebSocket runs follow."""
     results = {}
     for key, n, m in plan["fanout"] if with_fanout else ():
         server = start(workdir, credentials)
         try:
-            results[key] = loadgen(server, ["fanout", "-n", str(n), "-m", str(m)], timeout)
+            args = ["fanout", "-n", str(n), "-m", str(m)]
+            results[key] = loadgen(server, args, timeout)
+            if ws and key in plan["ws_fanout"]:
+                # Sender and receivers past the TCP run's u0..uN.
+                results[f"ws_{key}"] = then_ws(server, args, timeout, n + 1)
         finally:
             server.stop()
     server = start(workdir, credentials)
     try:
-        results["latency"] = loadgen(server, ["latency", "-k", str(plan["latency_k"])], timeout)
+        args = ["latency", "-k", str(plan["latency_k"])]
+        results["latency"] = loadgen(server, args, timeout)
+        if ws:
+            results["ws_latency"] = then_ws(server, args, timeout, 3)
     finally:
         server.stop()
     if with_conns and plan["conns"]:
@@ -118,6 +160,14 @@ def run_chat_server(start, workdir, credentials, plan, timeout, with_conns=True,
             results["conns"] = loadgen(server, ["conns", "--max", str(plan["conns"]),
                                                 "--step", str(max(1, plan["conns"] // 5))],
                                        timeout * 3)
+        finally:
+            server.stop()
+    if ws and with_conns and plan["ws_conns"]:
+        server = start(workdir, credentials)
+        try:
+            results["ws_conns"] = loadgen(server, ["conns", "--max", str(plan["ws_conns"]),
+                                                   "--step", str(max(1, plan["ws_conns"] // 5))],
+                                          timeout * 3, ws_first_user=0)
         finally:
             server.stop()
     return results
@@ -134,13 +184,21 @@ def table(all_results):
         ("fan-out N=1000: deliveries/s", "fanout1000", "deliveries_per_s", ",.0f"),
         ("fan-out N=1000: server CPU-s per M", "fanout1000", "server_cpu_s_per_M_deliveries",
          ".3f"),
+        ("fan-out N=1000 WS: deliveries/s", "ws_fanout1000", "deliveries_per_s", ",.0f"),
+        ("fan-out N=1000 WS: server CPU-s per M", "ws_fanout1000",
+         "server_cpu_s_per_M_deliveries", ".3f"),
         ("round trip: median us", "latency", "rtt_us_median", ".1f"),
         ("round trip: p99 us", "latency", "rtt_us_p99", ".1f"),
+        ("round trip WS: median us", "ws_latency", "rtt_us_median", ".1f"),
+        ("round trip WS: p99 us", "ws_latency", "rtt_us_p99", ".1f"),
         ("sender's ok: median us", "latency", "ok_us_median", ".1f"),
         ("sender's ok: p99 us", "latency", "ok_us_p99", ".1f"),
         ("idle clients held", "conns", "ready", ",d"),
         ("login rate /s", "conns", "logins_per_s", ",.0f"),
         ("RSS KB per connection", "conns", "rss_kb_per_conn", ".1f"),
+        ("idle WS clients held", "ws_conns", "ready", ",d"),
+        ("WS login rate /s", "ws_conns", "logins_per_s", ",.0f"),
+        ("RSS KB per WS connection", "ws_conns", "rss_kb_per_conn", ".1f"),
     ]
     servers = list(all_results)
     lines = ["| workload | " + " | ".join(servers) + " |",
@@ -161,6 +219,10 @@ def table(all_results):
         b = (th.get(key) or {}).get("deliveries_per_s")
         if a and b:
             lines.append(f"\ngreenchat/threaded on {key}: {a / b:.1f}x")
+    a = (gc.get("ws_fanout1000") or {}).get("deliveries_per_s")
+    b = (gc.get("fanout1000") or {}).get("deliveries_per_s")
+    if a and b:
+        lines.append(f"\ngreenchat WebSocket/TCP on fanout1000: {a / b:.2f}x (target >= 0.5x)")
     return "\n".join(lines)
 
 
@@ -172,26 +234,37 @@ def main(argv=None):
                         "installed)")
     p.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     p.add_argument("--conns", type=int, default=10000, help="idle clients to try (0: skip)")
+    p.add_argument("--ws-conns", type=int, default=3000,
+                   help="idle WebSocket clients to try (0: skip)")
+    p.add_argument("--no-ws", action="store_true", help="no WebSocket rows")
     p.add_argument("--timeout", type=float, default=120.0, help="bound per run, seconds")
     p.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
     a = p.parse_args(argv)
     raise_fd_limit()
     plan = {"fanout": [("fanout100", 100, 20000), ("fanout1000", 1000, 2000)],
-            "latency_k": 2000, "conns": a.conns}
+            "latency_k": 2000, "conns": a.conns, "ws_fanout": ["fanout1000"],
+            "ws_conns": a.ws_conns}
     if a.quick:
         plan = {"fanout": [("fanout100", 100, 500), ("fanout1000", 1000, 50)],
-                "latency_k": 200, "conns": min(a.conns, 500)}
+                "latency_k": 200, "conns": min(a.conns, 500), "ws_fanout": ["fanout1000"],
+                "ws_conns": min(a.ws_conns, 300)}
     names = [s.strip() for s in a.servers.split(",") if s.strip()]
     workdir = tempfile.mkdtemp(prefix="greenchat-bench-")
     credentials = os.path.join(workdir, "credentials.txt")
-    write_credentials(credentials, [f"u{i}" for i in range(max(plan["conns"], 1001) + 2)])
+    # The WebSocket fan-out's accounts follow the TCP one's: 2 x 1001.
+    write_credentials(credentials, [f"u{i}" for i in range(
+        max(plan["conns"], plan["ws_conns"], 2 * 1001) + 2)])
     results = {}
     try:
         for name in names:
             print(f"== {name}", file=sys.stderr, flush=True)
             if name == "greenchat":
-                results[name] = run_chat_server(start_greenchat, workdir, credentials, plan,
-                                                a.timeout)
+                # An older server (GREENCHAT_SERVER_ROOT) may have no web listener.
+                ws = not a.no_ws and server_has_option("--http-port")
+                if not ws and not a.no_ws:
+                    print("the server has no --http-port: no WebSocket rows", file=sys.stderr)
+                results[name] = run_chat_server(start_greenchat_web if ws else start_greenchat,
+                                                workdir, credentials, plan, a.timeout, ws=ws)
             elif name == "threaded":
                 # A thread per connection: 10,000 of them is not the point here.
                 results[name] = run_chat_server(start_threaded, workdir, credentials, plan,

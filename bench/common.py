@@ -1,12 +1,14 @@
 """What the bench programs share: the greenchat server as a process and the
-wait for its `listening on HOST:PORT` line, a process's CPU seconds and RSS
-from /proc, the accounts file of the users a run logs in, and the frames
-that log one in.
+wait for its `listening on HOST:PORT` line (and its web client's), a
+process's CPU seconds and RSS from /proc and the wait for it to go quiet,
+the accounts file of the users a run logs in, and the frames that log one
+in.
 
 The standard library and greenchat's sans-IO frames and codec only: the load
 generator (bench/loadgen.py), which runs without gevent, imports it too.
 """
 
+import functools
 import os
 import re
 import resource
@@ -29,6 +31,7 @@ PASSWORD = "pw"
 CLIENT = "greenchat-bench"
 HELLO = encode(frames.hello(CLIENT))
 LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
+WEB_CLIENT = re.compile(r"web client at https?://\S+:(\d+)/")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -60,6 +63,18 @@ def greenchat_command(credentials, data, *options, block_duration="60", timeout=
         else ("--no-http",)
     return [sys.executable, SERVER_SCRIPT, "0", block_duration, timeout, "--host", "127.0.0.1",
             "--credentials", credentials, "--data", data, *web, *options]
+
+
+@functools.lru_cache(maxsize=None)
+def _server_help():
+    return subprocess.run([sys.executable, SERVER_SCRIPT, "--help"], capture_output=True,
+                          text=True, timeout=30).stdout
+
+
+def server_has_option(option):
+    """True if bin/greenchat-server (of GREENCHAT_SERVER_ROOT, when set)
+    takes `option`: an older checkout may not."""
+    return option in _server_help()
 
 
 def read_text(path):
@@ -113,6 +128,17 @@ class Server:
     def pid(self):
         return self.proc.pid
 
+    def web_port(self, timeout=10):
+        """The port of its `web client at URL` line (a server started with
+        --http-port); RuntimeError if none comes."""
+        def found():
+            return WEB_CLIENT.findall(self.log()) or self.proc.poll() is not None
+
+        ports = poll(found, timeout)
+        if not isinstance(ports, list):
+            raise RuntimeError(f"{self.name} has no web client (log: {self.log_path})")
+        return int(ports[0])
+
     def log(self):
         return read_text(self.log_path)
 
@@ -133,6 +159,22 @@ def proc_cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def wait_quiet(pid, cpu_s=0.02, interval=0.25, timeout=15.0):
+    """Wait until process `pid` uses under `cpu_s` CPU seconds in
+    `interval` (at most `timeout` s): what one run left it doing (sessions
+    ending, the store writing) is over before the next is timed. True if it
+    went quiet."""
+    deadline = time.monotonic() + timeout
+    last = proc_cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        now = proc_cpu_seconds(pid)
+        if now - last < cpu_s:
+            return True
+        last = now
+    return False
 
 
 def proc_open_files(pid):
