@@ -14,9 +14,10 @@ Strategy
   gets its pong through `reply`, the one writer's queue); a binary message,
   a bad UTF-8 text or an over-long message is the peer's error.
 - Going out, server frames are unmasked: a frame is its 2 to 4 byte header
-  and the codec's encoded frame without its newline. `wrap` does a whole
-  Outbox batch in one join, so a broadcast is encoded once for all of its
-  recipients, whether they read TCP or WebSocket.
+  and the codec's encoded frame without its newline. A broadcast is encoded
+  once for all of its recipients, TCP or WebSocket, and framed once more
+  (`Framer`) for every WebSocket one; `wrap` frames the rest of an Outbox
+  batch (replies, notices) in one join.
 """
 
 import base64
@@ -209,11 +210,28 @@ def close_frame(code=CloseReason.NORMAL_CLOSURE, reason=""):
     return Control(_header(len(payload), 0x88) + payload)
 
 
+class Framer:
+    """The message frame of the encoded frame last asked for: a broadcast
+    delivered to many WebSocket sessions is framed once for them all."""
+
+    __slots__ = ("_frame", "_wire")
+
+    def __init__(self):
+        self._frame = self._wire = None
+
+    def __call__(self, frame):
+        """`frame` (codec-encoded) as a whole WebSocket message, a Control."""
+        if frame is not self._frame:
+            self._frame, self._wire = frame, Control(text_frame(frame[:-1]))
+        return self._wire
+
+
 def wrap(batch):
     """An Outbox batch on the wire: (bytes, the size the Outbox counted).
 
     Items are codec-encoded frames (each one text message, its newline left
-    off), Control frames (as they are), or (frame, record) tuples."""
+    off), Control frames or messages framed already (as they are), or
+    (frame, record) tuples."""
     parts = []
     append = parts.append
     small = _SMALL_HEADERS

@@ -243,3 +243,17 @@ def test_control_frames_go_as_they_are_between_messages():
     data, counted = ws.wrap([first, close, (second, "record")])
     assert counted == len(first) + len(close) + len(second)
     assert [opcode for opcode, _ in read_frames(data)] == [0x1, 0x8, 0x1]
+
+
+def test_a_framer_frames_a_broadcast_once_for_every_recipient():
+    framer = ws.Framer()
+    frame = encode({"type": "message", "text": "x" * 200})
+    first = framer(frame)
+    assert framer(frame) is first                     # the next recipient's: no work
+    assert read_frames(first) == [(0x1, frame[:-1])]
+    other = encode({"type": "message", "text": "y"})
+    assert read_frames(framer(other)) == [(0x1, other[:-1])]
+    # Framed already, it goes through a batch as it is.
+    data, counted = ws.wrap([first, encode({"type": "a"})])
+    assert counted == len(first) + len(encode({"type": "a"}))
+    assert [payload for _, payload in read_frames(data)] == [frame[:-1], b'{"type":"a"}']

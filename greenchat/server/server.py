@@ -128,6 +128,7 @@ class ChatServer:
         self._pool = Pool(None)
         self.unserved = 0                      # connections admitted with no session yet
         self.web = None                        # the web client's listener, if it runs
+        self.framer = ws.Framer()              # a broadcast's WebSocket message, made once
         self._sweeper = None
         self.tls = (tls.server_context(config.tls_cert, config.tls_key)
                     if config.tls_cert else None)
@@ -283,7 +284,8 @@ class ChatServer:
     def serve_connection(self, sock, address, network, login_deadline, websocket=None):
         """Run an admitted connection's session to its end: a TCP one, or
         (`websocket`: the bytes past its upgrade request) a WebSocket."""
-        session = Session(sock, address, network, login_deadline, self.config, websocket)
+        session = Session(sock, address, network, login_deadline, self.config, websocket,
+                          self.framer)
         self.sessions.add(session)
         try:
             self._serve(session)

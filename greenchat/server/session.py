@@ -85,13 +85,16 @@ class Session:
                  "user", "login_id", "state", "acked", "live_from", "unacked_ids", "unacked",
                  "unacked_bytes", "limit", "limit_bytes", "pending", "backlog_upto",
                  "end_reason", "closed", "p2p", "online_since", "txn", "later", "loader",
-                 "dropped", "hibernated", "wake", "websocket")
+                 "dropped", "hibernated", "wake", "websocket", "framer")
 
-    def __init__(self, sock, address, network, login_deadline, config, websocket=None):
+    def __init__(self, sock, address, network, login_deadline, config, websocket=None,
+                 framer=None):
         """`websocket`: None for a TCP connection; for a WebSocket, the bytes
-        that arrived with its upgrade request."""
+        that arrived with its upgrade request, and `framer` the server's
+        websocket.Framer."""
         self.sock = sock
         self.websocket = websocket is not None
+        self.framer = framer if websocket is not None else None
         self.address = address
         self.network = network    # what limits count it in (addresses.network_key)
         self.login_deadline = login_deadline    # monotonic(): from accept, TLS included
@@ -155,7 +158,8 @@ class Session:
         self.unacked_bytes += size
         state = self.state
         if state is ONLINE:
-            self.outbox.push(frame)
+            # Kept as the codec's bytes (a resume may come over TCP), sent as a message.
+            self.outbox.push(frame if self.framer is None else self.framer(frame))
         elif state is LOADING:
             self.pending.append(frame)
 
