@@ -124,15 +124,13 @@ class MessageDecoder:
 
     __slots__ = ("max_frame", "reply", "_connection", "_parts", "_size", "_controls")
 
-    def __init__(self, max_frame, reply, trailing_data=b""):
+    def __init__(self, max_frame, reply):
         self.max_frame = max_frame
         self.reply = reply
         self._connection = Connection(ConnectionType.SERVER)
         self._parts = []          # the text message arriving, in pieces
         self._size = 0
         self._controls = 0
-        if trailing_data:
-            self._connection.receive_data(trailing_data)
 
     @property
     def pending(self):

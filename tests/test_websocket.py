@@ -1,6 +1,7 @@
 """The sans-IO WebSocket module: upgrade checks, messages in, frames out."""
 
 import json
+import random
 
 import pytest
 from wsproto import ConnectionType
@@ -130,13 +131,6 @@ def test_a_message_in_fragments_and_pieces_is_put_together():
     assert dec.pending == 0
 
 
-def test_bytes_that_came_with_the_upgrade_are_read_first():
-    browser = Browser()
-    replies = []
-    dec = ws.MessageDecoder(1024, replies.append, trailing_data=browser.frame({"type": "a"}))
-    assert dec.feed(browser.frame({"type": "b"})) == [{"type": "a"}, {"type": "b"}]
-
-
 @pytest.mark.parametrize("text", ['[1]', '{"type": 3}', 'nonsense', '{"type":"x"'])
 def test_a_message_that_is_no_frame_is_malformed(text):
     browser, (dec, _) = Browser(), decoder()
@@ -257,3 +251,65 @@ def test_a_framer_frames_a_broadcast_once_for_every_recipient():
     data, counted = ws.wrap([first, encode({"type": "a"})])
     assert counted == len(first) + len(encode({"type": "a"}))
     assert [payload for _, payload in read_frames(data)] == [frame[:-1], b'{"type":"a"}']
+
+
+def test_frames_cut_anywhere_are_put_together():
+    browser, (dec, _) = Browser(), decoder(max_frame=65536)
+    sent = [{"type": "command", "line": "x" * size} for size in (0, 90, 200, 70000 // 2)]
+    data = b"".join(browser.frame(frame) for frame in sent)
+    got = []
+    for i in range(0, len(data), 7):
+        got += dec.feed(data[i:i + 7])
+    assert got == sent and dec.pending == 0
+
+
+def test_messages_fragments_and_pings_in_one_read():
+    browser, (dec, replies) = Browser(), decoder()
+    data = browser.frame({"type": "a"}) + browser.event(Ping(payload=b"p")) + \
+        browser.frame({"type": "b"}) + browser.text('{"type":', finished=False) + \
+        browser.text('"c"}')
+    assert dec.feed(data) == [{"type": "a"}, {"type": "b"}, {"type": "c"}]
+    assert len(replies) == 1
+    assert dec.feed(browser.frame({"type": "d"})) == [{"type": "d"}]
+
+
+def test_random_mixes_cut_at_random_come_out_whole_and_in_order():
+    rng = random.Random(15)
+    for _ in range(200):
+        browser, (dec, replies) = Browser(), decoder(max_frame=65536)
+        data, sent, pings = b"", [], 0
+        for n in range(rng.randint(1, 8)):
+            frame = {"type": "t", "n": n, "text": "é" * rng.choice((0, 3, 60, 130, 3000))}
+            kind = rng.random()
+            if kind < 0.6:
+                data += browser.frame(frame)
+            elif kind < 0.8:
+                text = json.dumps(frame)
+                cut = rng.randint(0, len(text))
+                data += browser.text(text[:cut], finished=False) + browser.text(text[cut:])
+            else:
+                data += browser.event(Ping(payload=b"x"))
+                pings += 1
+                continue
+            sent.append(frame)
+        got, pos = [], 0
+        while pos < len(data):
+            step = rng.randint(1, 300)
+            got += dec.feed(data[pos:pos + step])
+            pos += step
+        assert got == sent and len(replies) == pings and dec.pending == 0
+
+
+def test_a_length_not_in_its_shortest_form_is_malformed():
+    payload = b'{"type":"pong"}'
+    data = bytes((0x81, 0x80 | 126)) + len(payload).to_bytes(2, "big") + b"\0\0\0\0" + payload
+    dec, _ = decoder()
+    with pytest.raises(MalformedFrame):
+        dec.feed(data)
+
+
+def test_a_frame_over_the_cap_is_refused_before_its_end():
+    dec, _ = decoder(max_frame=1024)
+    with pytest.raises(FrameTooLarge):
+        dec.feed(bytes((0x81, 0x80 | 126)) + (2000).to_bytes(2, "big") + b"\0\0\0\0" +
+                 b"a" * 1100)
