@@ -6,6 +6,9 @@ Strategy
   through the TLS handshake, hello, login and the command loop, and tears it
   down. Connections are counted per network from the moment they are
   accepted, and a connection over a limit is refused at once.
+- The web client's listener (web.py) admits its connections through the
+  same limits (`admit`), and a WebSocket runs the same session as a TCP
+  connection (`serve_connection`): only its reader and writer differ.
 - Each connection's Outbox (transport.py) is its only writer: a mailbox
   drained by one writer greenlet, so a slow reader delays nobody else
   (session.py: where deliveries go, and how no accepted message is lost).
@@ -60,6 +63,7 @@ from greenchat.server.session import (
     Mailroom,
     Session,
 )
+from greenchat.server.web import WebListener
 from greenchat.transport import SHUT_RD, close, configure, refuse, shutdown
 
 log = logging.getLogger("greenchat.server")
@@ -182,7 +186,6 @@ class ChatServer:
 
     def _start_web(self):
         """The web client's listener; a port taken leaves chat running without it."""
-        from greenchat.server.web import WebListener
         web = WebListener(self, self.config.host, self.config.http_port, self._pool)
         try:
             web.start()
