@@ -139,9 +139,9 @@ class FrameReader:
 class Outbox:
     """The single writer of one socket: a mailbox drained by one greenlet.
 
-    A queued item is the frame's bytes, or a (bytes, record) tuple when the
-    owner wants `record` back should the frame never be written. Bare bytes
-    for everything else keep a fan-out's per-recipient cost to one list slot.
+    A queued item is a frame's bytes: a fan-out costs one list slot a
+    recipient. What a session was sent and never acknowledged is the
+    session's to keep (session.py), not the writer's.
 
     The mailbox is a FIFO list and a gevent Event, not a gevent.queue:
     producers never wait, and the writer takes the whole list at once, for
@@ -156,7 +156,7 @@ class Outbox:
     the size the batch was counted at in `nbytes`.
     """
 
-    __slots__ = ("sock", "limit", "limit_bytes", "nbytes", "items", "_start", "unsent",
+    __slots__ = ("sock", "limit", "limit_bytes", "nbytes", "items", "_start",
                  "_progress", "failed", "_ready", "_closing", "_retiring", "_wrote", "greenlet",
                  "_wrap")
 
@@ -168,7 +168,6 @@ class Outbox:
         self.nbytes = 0           # bytes queued and not yet written (0: all written)
         self.items = []
         self._start = 0           # items before this one are taken
-        self.unsent = []          # items that never reached the socket
         self._progress = None     # an Event while someone waits for the writer
         self.failed = False
         self._ready = Event()     # set while items wait for the writer
@@ -180,7 +179,7 @@ class Outbox:
     def __len__(self):
         return len(self.items) - self._start
 
-    def put(self, frame, record=None):
+    def put(self, frame):
         """Queue a frame; False (and nothing queued) if `limit` frames wait
         already, or it would take the bytes not yet written past `limit_bytes`
         (a frame alone may be larger)."""
@@ -189,7 +188,7 @@ class Outbox:
         if len(items) - self._start >= self.limit or \
                 (nbytes > self.limit_bytes and self.nbytes):
             return False
-        items.append(frame if record is None else (frame, record))
+        items.append(frame)
         self.nbytes = nbytes
         if len(items) == 1:
             self._wake()
@@ -275,25 +274,19 @@ class Outbox:
         return batch
 
     def close(self, timeout):
-        """Flush what is queued, then stop; after `timeout` seconds, give up.
-
-        Returns the records of every frame that was not written, in order.
-        """
+        """Flush what is queued, then stop; after `timeout` seconds, give up
+        (what was not written is dropped)."""
         self._closing = True
         self._append(_CLOSE)
         writer = self.greenlet
         writer.join(timeout)
         if not writer.dead:
             writer.kill(block=True, timeout=1)
-        self.unsent.extend(item for item in self.items[self._start:] if item is not _CLOSE)
         self.items, self._start = [], 0
-        return [item[1] for item in self.unsent if item.__class__ is tuple]
 
     def _run(self):
         send = self.sock.send
         ready = self._ready
-        batch = []
-        sent = 0
         try:
             while True:
                 if len(self.items) == self._start:
@@ -306,9 +299,8 @@ class Outbox:
                     continue
                 self._wrote = True
                 batch = self._take()
-                sent = 0
                 # Stop at the close marker: frames queued after it (a late
-                # control frame) are the owner's to collect as unsent.
+                # control frame) are not written.
                 closing = self._closing and _CLOSE in batch
                 if closing:
                     at = batch.index(_CLOSE)
@@ -318,8 +310,7 @@ class Outbox:
                     # send() in a loop, not sendall(): gevent's sendall asks the
                     # kernel for SO_SNDBUF on every call.
                     if self._wrap is None:
-                        data = b"".join([item if item.__class__ is bytes else item[0]
-                                         for item in batch])
+                        data = b"".join(batch)
                         counted = len(data)
                     else:
                         data, counted = self._wrap(batch)
@@ -335,39 +326,17 @@ class Outbox:
                     self.nbytes -= counted
                     # Not held while waiting for the next frame: thousands of
                     # idle writers would each keep their last batch.
-                    data = view = None
+                    data = view = batch = None
                     if self._progress is not None:
                         self._progress.set()
-                batch = []
                 if closing:
                     return
-        except BaseException as exc:  # GreenletExit included: keep the batch
+        except BaseException as exc:  # GreenletExit included
             self.failed = True
             if self._progress is not None:
                 self._progress.set()
-            # A wrapped batch's frames are not where their sizes say: all of
-            # a batch cut short counts as not written.
-            self.unsent.extend(_not_written(batch, sent) if self._wrap is None else
-                               [item for item in batch if item is not _CLOSE])
             if not isinstance(exc, (OSError, gevent.GreenletExit)):
                 log.exception("writer failed")
-
-
-def _not_written(batch, sent):
-    """The items of `batch` not wholly within its first `sent` bytes.
-
-    A frame cut short is the peer's to discard (its decoder drops a partial
-    frame at end of stream), so it counts as not written; a frame that went
-    out whole is not stored again, which would deliver it twice.
-    """
-    end = 0
-    for index, item in enumerate(batch):
-        if item is _CLOSE:
-            continue
-        end += len(item if item.__class__ is bytes else item[0])
-        if end > sent:
-            return [i for i in batch[index:] if i is not _CLOSE]
-    return []
 
 
 def configure(sock):

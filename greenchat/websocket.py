@@ -228,19 +228,16 @@ def wrap(batch):
     """An Outbox batch on the wire: (bytes, the size the Outbox counted).
 
     Items are codec-encoded frames (each one text message, its newline left
-    off), Control frames or messages framed already (as they are), or
-    (frame, record) tuples."""
+    off), or Control frames and messages framed already (as they are)."""
     parts = []
     append = parts.append
     small = _SMALL_HEADERS
     counted = 0
     for item in batch:
-        if item.__class__ is not bytes:
-            if item.__class__ is Control:
-                append(item)
-                counted += len(item)
-                continue
-            item = item[0]
+        if item.__class__ is Control:
+            append(item)
+            counted += len(item)
+            continue
         size = len(item) - 1
         counted += size + 1
         append(small[size] if size < 126 else _header(size))

@@ -234,7 +234,7 @@ def test_wrapped_frames_are_text_messages_without_their_newline(size):
 def test_control_frames_go_as_they_are_between_messages():
     first, second = encode({"type": "a"}), encode({"type": "b"})
     close = ws.close_frame()
-    data, counted = ws.wrap([first, close, (second, "record")])
+    data, counted = ws.wrap([first, close, second])
     assert counted == len(first) + len(close) + len(second)
     assert [opcode for opcode, _ in read_frames(data)] == [0x1, 0x8, 0x1]
 
