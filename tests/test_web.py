@@ -14,10 +14,11 @@ import pytest
 from gevent import socket
 
 from greenchat import certs, frames, texts, tls
+from greenchat.codec import encode
 from greenchat.server import web
 from greenchat.server.web import STATIC_DIR
 
-from support import Agent, wait_until
+from support import PASSWORD, Agent, wait_until
 from ws_client import Refused, WebSocketClient, upgrade_request
 
 USERS = ["alice", "bob", "carol"]
@@ -66,6 +67,35 @@ def get(address, path, method="GET", headers=()):
 
 def web_agent(server, name, **kwargs):
     return Agent(name, web_address(server), web=True, **kwargs)
+
+
+def client_frame(payload, opcode=0x1):
+    """A masked (key 0), final frame of `payload`, as a client sends it."""
+    size = len(payload)
+    header = bytes((0x80 | opcode, 0x80 | size)) if size < 126 else \
+        bytes((0x80 | opcode, 0x80 | 126)) + size.to_bytes(2, "big")
+    return header + b"\0\0\0\0" + payload
+
+
+def raw_websocket(server, rcvbuf=None):
+    """A socket upgraded to a WebSocket on `server`'s /ws, its receive
+    buffer set to `rcvbuf` before it connects (a client that reads nothing)."""
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(5)
+    sock.connect(web_address(server))
+    sock.sendall(upgrade_request(*web_address(server)))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    return sock
+
+
+def login_frames(user):
+    return b"".join(client_frame(encode(frame)[:-1]) for frame in (
+        frames.hello("t"), frames.username(user), frames.password(PASSWORD)))
 
 
 # The page -------------------------------------------------------------------
@@ -340,3 +370,30 @@ def test_https_and_wss_use_the_chat_certificate(make_server, tmp_path):
     # Plain HTTP to the HTTPS port is told, and held no longer.
     response = http(web_address(server), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 400") and b"HTTPS only" in response
+
+
+def test_a_client_that_sends_pings_and_reads_nothing_is_cut_off(make_server):
+    # Each ping costs a pong in the outbox: held to the mailbox's limits as
+    # replies are, or a client that never reads grows it without end.
+    server = make_server(USERS, http_port=0, mailbox_limit_bytes=16 * 1024)
+    sock = raw_websocket(server, rcvbuf=4096)
+    sock.sendall(login_frames("alice"))
+    session = wait_until(lambda: server.online.get("alice"), lambda: "alice not logged in")
+    # Small kernel buffers on both ends: what the client does not read
+    # stays in the outbox at once.
+    session.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    pings = client_frame(b"p" * 125, opcode=0x9) * 32 + client_frame(b'{"type":"pong"}')
+    with gevent.Timeout(10, False):
+        try:
+            # Enough to fill the kernel's buffers both ways, and the outbox.
+            for _ in range(200):
+                if session.end_reason is not None:
+                    break
+                sock.sendall(pings)
+                gevent.sleep(0.001)         # the server's turn to read them
+        except OSError:
+            pass
+    assert session.outbox.nbytes <= 16 * 1024 + 200
+    wait_until(lambda: "alice" not in server.online, lambda: f"alice {session.state}")
+    assert session.end_reason == "slow"
+    sock.close()

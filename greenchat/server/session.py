@@ -105,13 +105,14 @@ class Session:
             self.reader = FrameReader(sock, config.max_frame)
             self.outbox = Outbox(sock, config.mailbox_limit, config.mailbox_limit_bytes)
         else:
-            # The same frames, one per WebSocket message; pongs go out by the one writer.
+            # The same frames, one per WebSocket message; pongs go out by the
+            # one writer, within the mailbox's limits (`_control`).
             self.outbox = Outbox(sock, config.mailbox_limit, config.mailbox_limit_bytes,
                                  wrap=ws.wrap)
             # Frames that came before the reader: decoded at its first read,
             # not left in the decoder until more bytes arrive.
             self.reader = FrameReader(sock, config.max_frame, ws.MessageDecoder(
-                config.max_frame, self.outbox.push), early=websocket)
+                config.max_frame, self._control), early=websocket)
         # Every frame counts, from the first: login probes as well as commands.
         self.bucket = TokenBucket(config.command_rate, config.command_burst)
         self.user = None
@@ -246,6 +247,13 @@ class Session:
                 return pending is None
             gevent.sleep(0)         # its callback sends it
         return True
+
+    def _control(self, frame):
+        """Queue a WebSocket control frame the client asked for (a pong, the
+        answer to its close) within the mailbox's limits: every ping costs
+        one, and a client that sends them and reads nothing is cut off."""
+        if not self.outbox.put(frame):
+            self.cut_off("not reading its pongs")
 
     def cut_off(self, why):
         """End a session whose client does not keep up with its mail. One
