@@ -10,9 +10,10 @@ Strategy
 - After the 101, `MessageDecoder` turns what the browser sends into
   greenchat frames through wsproto's post-handshake Connection: one JSON
   frame of docs/protocol.md per text message, parsed by the codec, capped at
-  `max_frame` bytes like a TCP line. Control frames are answered (a ping
-  gets its pong through `reply`, the one writer's queue); a binary message,
-  a bad UTF-8 text or an over-long message is the peer's error.
+  `max_frame` bytes like a TCP line, in at most MAX_FRAGMENTS fragments.
+  Control frames are answered (a ping gets its pong through `reply`, the one
+  writer's queue); a binary message, a bad UTF-8 text or an over-long message
+  is the peer's error.
 - Going out, server frames are unmasked: a frame is its 2 to 4 byte header
   and the codec's encoded frame without its newline. A broadcast is encoded
   once for all of its recipients, TCP or WebSocket, and framed once more
@@ -37,6 +38,12 @@ VERSION = "13"
 # Control frames (pings, pongs) a peer may send between two messages: a
 # browser sends none, and each ping costs a pong in the outbox.
 MAX_CONTROL_FRAMES = 32
+# Fragments a message may come in: a browser sends one. Empty ones add
+# nothing to the cap's count, and each costs more work than its 6 bytes.
+MAX_FRAGMENTS = 1024
+# Pieces of a message kept apart before they are joined: a frame trickled
+# in a byte at a time is a piece a read.
+_MAX_PARTS = 256
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 
 
@@ -122,7 +129,8 @@ class MessageDecoder:
     interface, for transport.FrameReader). `reply` takes the control frames
     (Control bytes) that must go back."""
 
-    __slots__ = ("max_frame", "reply", "_connection", "_parts", "_size", "_controls")
+    __slots__ = ("max_frame", "reply", "_connection", "_parts", "_size", "_controls",
+                 "_fragments")
 
     def __init__(self, max_frame, reply):
         self.max_frame = max_frame
@@ -131,6 +139,7 @@ class MessageDecoder:
         self._parts = []          # the text message arriving, in pieces
         self._size = 0
         self._controls = 0
+        self._fragments = 0       # of the message arriving, ended
 
     @property
     def pending(self):
@@ -145,13 +154,22 @@ class MessageDecoder:
         frames = []
         for event in self._connection.events():
             if event.__class__ is TextMessage:
-                self._size += len(event.data)
-                # Characters: at most the bytes they take, so the cap holds early.
-                if self._size > self.max_frame:
-                    raise FrameTooLarge(f"a message of over {self.max_frame} characters")
-                self._parts.append(event.data)
+                data = event.data
+                if data:
+                    self._size += len(data)
+                    # Characters: at most the bytes they take, so the cap holds early.
+                    if self._size > self.max_frame:
+                        raise FrameTooLarge(f"a message of over {self.max_frame} characters")
+                    parts = self._parts
+                    parts.append(data)
+                    if len(parts) >= _MAX_PARTS:
+                        self._parts = ["".join(parts)]
                 if event.message_finished:
                     frames.append(self._message())
+                elif event.frame_finished:
+                    self._fragments += 1
+                    if self._fragments > MAX_FRAGMENTS:
+                        raise Flooding(f"a message in over {MAX_FRAGMENTS} fragments")
             elif event.__class__ is Ping:
                 self._control()
                 self.reply(Control(self._connection.send(event.response())))
@@ -165,7 +183,7 @@ class MessageDecoder:
 
     def _message(self):
         text = self._parts[0] if len(self._parts) == 1 else "".join(self._parts)
-        self._parts, self._size, self._controls = [], 0, 0
+        self._parts, self._size, self._controls, self._fragments = [], 0, 0, 0
         if len(text) * 4 > self.max_frame and \
                 len(text.encode("utf-8", "surrogatepass")) > self.max_frame:
             raise FrameTooLarge(f"a message of over {self.max_frame} bytes")

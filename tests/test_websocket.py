@@ -131,6 +131,36 @@ def test_a_message_in_fragments_and_pieces_is_put_together():
     assert dec.pending == 0
 
 
+def test_a_message_may_come_in_a_thousand_fragments_not_without_end():
+    browser, (dec, _) = Browser(), decoder(max_frame=65536)
+    text = json.dumps({"type": "command", "line": "é" * 3000}, ensure_ascii=False)
+    pieces = [text[i:i + 3] for i in range(0, len(text), 3)]
+    assert 1000 < len(pieces) <= 1024
+    data = b"".join(browser.text(piece, finished=False) for piece in pieces[:-1]) + \
+        browser.text(pieces[-1])
+    assert dec.feed(data) == [json.loads(text)]
+    # Empty fragments add nothing to the cap's count: uncounted, a message
+    # that never ends grew the decoder without end, 6 bytes a fragment.
+    dec.feed(browser.text('{"type":', finished=False))
+    empty = browser.text("", finished=False)
+    with pytest.raises(Flooding):
+        for _ in range(20):
+            dec.feed(empty * 500)
+
+
+def test_a_frame_trickled_in_a_byte_a_read_is_not_kept_in_pieces():
+    # Each read of a frame's middle is a piece: 2 bytes of UTF-8 a 1-character
+    # string of 74 bytes, joined now and then, not kept apart to the cap.
+    browser, (dec, _) = Browser(), decoder(max_frame=65536)
+    data = browser.text(json.dumps({"type": "command", "line": "ā" * 20000},
+                                   ensure_ascii=False))
+    got = []
+    for i in range(len(data)):
+        got += dec.feed(data[i:i + 1])
+        assert len(dec._parts) <= 256
+    assert got == [{"type": "command", "line": "ā" * 20000}]
+
+
 @pytest.mark.parametrize("text", ['[1]', '{"type": 3}', 'nonsense', '{"type":"x"'])
 def test_a_message_that_is_no_frame_is_malformed(text):
     browser, (dec, _) = Browser(), decoder()
