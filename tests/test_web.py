@@ -157,6 +157,22 @@ def test_no_path_reaches_past_the_pages_files(server, path):
     assert body == b"Not found\n"
 
 
+def test_request_headers_past_16_kb_are_refused(server):
+    # http.client's own limits are 100 lines of 64 KB: 6.4 MB of headers a
+    # request, and a WebSocket's environ keeps them for its session's life.
+    address = web_address(server)
+    response = http(address, upgrade_request(*address, extra=[f"X-Big: {'a' * 65000}"]))
+    assert response.startswith(b"HTTP/1.1 431 ")
+    for extra in ([f"Cookie: {'c' * 17000}"], [f"X-{i}: {'a' * 200}" for i in range(100)]):
+        status, _, _ = get(address, "/", headers=extra)
+        assert status == 431
+    # A browser's headers, cookies of other sites on the same host included, pass.
+    status, _, _ = get(address, "/", headers=[f"Cookie: {'c' * 12000}"] +
+                       [f"X-{i}: b" for i in range(60)])
+    assert status == 200
+    wait_until(lambda: server.connections == 0, lambda: f"{server.connections} held")
+
+
 def test_only_get_and_head(server):
     status, headers, body = get(web_address(server), "/", method="HEAD")
     assert status == 200 and body == b"" and int(headers["content-length"]) > 0

@@ -15,18 +15,20 @@ sockets). Strategy
 - `/ws` upgrades to a WebSocket (websocket.check_upgrade: the handshake and
   the Origin check), and the connection then runs the same session code as
   TCP (ChatServer.serve_connection) with a WebSocket reader and writer.
-- An HTTP request must arrive within HTTP_TIMEOUT; an idle keep-alive
-  connection ends then too, and a stopping server ends them at once.
+- An HTTP request must arrive within HTTP_TIMEOUT, its headers within
+  MAX_HEADER_BYTES; an idle keep-alive connection ends then too, and a
+  stopping server ends them at once.
 """
 
 import inspect
+import io
 import json
 import logging
 import os
 from time import monotonic
 
 import gevent
-from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
+from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer, headers_factory
 
 from greenchat import __version__, commands, texts, tls
 from greenchat import websocket as ws
@@ -38,6 +40,11 @@ log = logging.getLogger("greenchat.web")
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
 # Seconds an HTTP request may take to arrive, and a kept-alive connection may idle.
 HTTP_TIMEOUT = 10.0
+# A request's header section, at most (a browser's take a few KB, its cookies
+# for the host included), and its lines: past either, 431. http.client alone
+# takes 100 lines of 64 KB, and a WebSocket's environ keeps them all.
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADERS = 100
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -58,6 +65,9 @@ SECURITY_HEADERS = [
 _NOT_FOUND = b"Not found\n"
 _PLAIN_TO_TLS = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
                  b"Content-Length: 31\r\n\r\nThis server speaks HTTPS only.\n")
+_HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                      b"Content-Type: text/plain\r\nConnection: close\r\n"
+                      b"Content-Length: 27\r\n\r\nRequest headers too large.\n")
 _TOO_MANY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
              b"Connection: close\r\nRetry-After: 10\r\nContent-Length: 44\r\n\r\n" +
              texts.TOO_MANY_CONNECTIONS.encode() + b"\n")
@@ -126,6 +136,10 @@ class Site:
         return [b"" if method == "HEAD" else body]
 
 
+class _HeadersTooLarge(ValueError):
+    pass
+
+
 class _Handler(WSGIHandler):
     """pywsgi's handler, with a deadline on every request and /ws upgraded."""
 
@@ -151,6 +165,32 @@ class _Handler(WSGIHandler):
         finally:
             timer.close()
             del timer
+
+    def MessageClass(self, rfile, *args):
+        """The request's headers, read within MAX_HEADER_BYTES and MAX_HEADERS."""
+        lines, size = [], 0
+        while True:
+            line = rfile.readline(MAX_HEADER_BYTES - size + 1)
+            size += len(line)
+            if size > MAX_HEADER_BYTES or len(lines) > MAX_HEADERS:
+                raise _HeadersTooLarge(f"request headers over {MAX_HEADER_BYTES} bytes "
+                                       f"or {MAX_HEADERS} lines")
+            lines.append(line)
+            if line in (b"\r\n", b"\n", b""):
+                return headers_factory(io.BytesIO(b"".join(lines)))
+
+    def _handle_client_error(self, ex):
+        if isinstance(ex, _HeadersTooLarge):
+            log.info("HTTP request from %s refused: %s", self.client_address[0], ex)
+            try:
+                self.socket.sendall(_HEADERS_TOO_LARGE)
+            except OSError:
+                pass
+            # The rest of the request, dropped: closed unread, the
+            # connection is reset and the answer lost.
+            discard_received(self.socket)
+            return None
+        return super()._handle_client_error(ex)
 
     def get_environ(self):
         self._reading.close()       # the request is in: no more deadline
