@@ -5,6 +5,7 @@ A browser drives the page in test_web_browser.py; these tests speak HTTP
 and WebSocket directly, so they see exactly what the server sends.
 """
 
+import gc
 import json
 import logging
 import re
@@ -171,6 +172,25 @@ def test_request_headers_past_16_kb_are_refused(server):
                        [f"X-{i}: b" for i in range(60)])
     assert status == 200
     wait_until(lambda: server.connections == 0, lambda: f"{server.connections} held")
+
+
+def test_a_websocket_keeps_nothing_of_its_requests_size(server):
+    # The request's line (up to 8 KB) and headers (up to 16 KB) are the
+    # client's to fill: kept for the session's life, every WebSocket open
+    # before its login could cost twice what a bare one does.
+    address = web_address(server)
+    sock = socket.create_connection(address, timeout=5)
+    sock.sendall(upgrade_request(*address, path="/ws?" + "q" * 7000,
+                                 extra=[f"X-{i}: {'a' * 150}" for i in range(90)]))
+    assert sock.recv(100).startswith(b"HTTP/1.1 101 ")
+    wait_until(lambda: server.sessions, lambda: "no session")
+    handlers = [o for o in gc.get_objects() if isinstance(o, web._Handler)]
+    assert len(handlers) == 1
+    handler = handlers[0]
+    kept = sum(len(str(value)) for value in handler.environ.values()) + \
+        len(handler.requestline or "") + len(handler.path or "")
+    assert kept < 512
+    sock.close()
 
 
 def test_only_get_and_head(server):

@@ -136,6 +136,10 @@ class Site:
         return [b"" if method == "HEAD" else body]
 
 
+# What a WebSocket's handler keeps of its request's environ.
+_ENVIRON_KEPT = ("REMOTE_ADDR", "REMOTE_PORT", "REQUEST_METHOD", "PATH_INFO", "SERVER_PROTOCOL")
+
+
 class _HeadersTooLarge(ValueError):
     pass
 
@@ -226,9 +230,13 @@ class _Handler(WSGIHandler):
         web.idle.discard(sock)
         trailing = self._buffered()
         # Not needed again, and held for the session's life otherwise: the
-        # reader's 8 KB buffer. (The environ stays: pywsgi's error log reads it.)
+        # reader's 8 KB buffer, and the request's line and headers (up to 8
+        # and 16 KB, as the client likes). pywsgi's error log reads the
+        # environ: it keeps the client's address.
         self.rfile.close()
         self.headers = None
+        self.environ = {key: self.environ[key] for key in _ENVIRON_KEPT if key in self.environ}
+        self.requestline = self.path = "GET /ws"
         sock.settimeout(None)
         chat = web.chat
         # The socket is the session's from here (pywsgi closes it after),
