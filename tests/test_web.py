@@ -384,6 +384,23 @@ def test_stopping_ends_web_sessions_and_idle_connections_at_once(make_server):
     assert alice.wait_for(lambda f: f["type"] == "bye")["reason"] == frames.SHUTDOWN
 
 
+def test_stopping_does_not_wait_for_a_page_nobody_reads(make_server):
+    server = make_server(USERS, http_port=0)
+    address = web_address(server)
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect(address)
+    request = f"GET /session.js HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\n\r\n"
+    reader.sendall(request.encode() * 300)          # and reads nothing
+    wait_until(lambda: server.connections == 1, lambda: f"{server.connections} held")
+    gevent.sleep(0.3)                               # its answers fill the buffers
+    started = gevent.get_hub().loop.now()
+    with gevent.Timeout(8):
+        server.stop(timeout=4)
+    assert gevent.get_hub().loop.now() - started < 2
+    reader.close()
+
+
 def test_a_taken_port_leaves_chat_running_without_the_web_client(make_server, caplog):
     first = make_server(USERS, http_port=0)
     with caplog.at_level(logging.WARNING, logger="greenchat.server"):

@@ -211,7 +211,7 @@ class ChatServer:
         self.stream.close()
         if self.web is not None:
             self.web.close()
-            self.web.stop_idle()
+            self.web.end_http()
         for session in list(self.sessions):
             session.end_reason = session.end_reason or frames.SHUTDOWN
             # Only the read side: the reader wakes up, and the writer can still

@@ -16,8 +16,9 @@ sockets). Strategy
   the Origin check), and the connection then runs the same session code as
   TCP (ChatServer.serve_connection) with a WebSocket reader and writer.
 - An HTTP request must arrive within HTTP_TIMEOUT, its headers within
-  MAX_HEADER_BYTES; an idle keep-alive connection ends then too, and a
-  stopping server ends them at once.
+  MAX_HEADER_BYTES; an idle keep-alive connection ends then too. A
+  stopping server ends every connection not upgraded at once, one sending a
+  page nobody reads included.
 """
 
 import inspect
@@ -33,7 +34,7 @@ from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer, headers_fa
 from greenchat import __version__, commands, texts, tls
 from greenchat import websocket as ws
 from greenchat.errors import ConfigError, TLSError
-from greenchat.transport import SHUT_RD, close, configure, discard_received, refuse, shutdown
+from greenchat.transport import close, configure, discard_received, refuse, shutdown
 
 log = logging.getLogger("greenchat.web")
 
@@ -150,11 +151,11 @@ class _Handler(WSGIHandler):
     def handle(self):
         sock = self.socket          # pywsgi forgets it on its way out
         sock.settimeout(HTTP_TIMEOUT)
-        self.server.idle.add(sock)
+        self.server.http.add(sock)
         try:
             super().handle()
         finally:
-            self.server.idle.discard(sock)
+            self.server.http.discard(sock)
 
     def handle_one_request(self):
         # The whole request line and headers within HTTP_TIMEOUT, however
@@ -227,7 +228,7 @@ class _Handler(WSGIHandler):
         sock.sendall(f"HTTP/1.1 101 Switching Protocols\r\n{response}\r\n".encode("latin-1"))
         self.status = "101 Switching Protocols"
         self.headers_sent = True
-        web.idle.discard(sock)
+        web.http.discard(sock)
         trailing = self._buffered()
         # Not needed again, and held for the session's life otherwise: the
         # reader's 8 KB buffer, and the request's line and headers (up to 8
@@ -276,7 +277,7 @@ class WebListener(WSGIServer):
         self.scheme = "https" if chat.tls is not None else "http"
         origins = (ws.origin_key(origin) for origin in chat.config.http_origins)
         self.origins = frozenset(key for key in origins if key is not None)
-        self.idle = set()          # sockets between requests, or reading one
+        self.http = set()          # sockets serving HTTP (not upgraded)
         self.networks = {}         # socket -> its network key, once admitted
         self.accepted = {}         # socket -> monotonic() of its accept
 
@@ -325,7 +326,10 @@ class WebListener(WSGIServer):
             chat.unserved -= 1
             chat.release(network)
 
-    def stop_idle(self):
-        """End the connections waiting for a request: the server stops."""
-        for sock in list(self.idle):
-            shutdown(sock, SHUT_RD)
+    def end_http(self):
+        """End the connections not upgraded, both ways: the server stops.
+        One waiting for a request wakes up, and one sending a page to a
+        client that does not read it gives up at once, not after its
+        send's HTTP_TIMEOUT (the stop's whole timeout)."""
+        for sock in list(self.http):
+            shutdown(sock)
