@@ -363,6 +363,27 @@ def test_a_request_trickled_in_is_cut_off_at_its_deadline(server, monkeypatch):
     wait_until(lambda: server.connections == 0, lambda: f"{server.connections} held")
 
 
+def test_a_client_that_stops_reading_the_page_is_no_server_error(server, monkeypatch, capfd,
+                                                                  caplog):
+    # Its send times out: a client's doing, not a traceback on the server's
+    # stderr and an error in its log every time a client does it.
+    monkeypatch.setattr(web, "HTTP_TIMEOUT", 0.3)
+    address = web_address(server)
+    readers = []
+    for _ in range(3):
+        reader = socket.socket()
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.connect(address)
+        request = f"GET /session.js HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\n\r\n"
+        reader.sendall(request.encode() * 300)
+        readers.append(reader)
+    wait_until(lambda: server.connections == 0, lambda: f"{server.connections} held")
+    assert "Traceback" not in capfd.readouterr().err
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    for reader in readers:
+        reader.close()
+
+
 def test_the_login_deadline_holds_for_a_websocket(make_server):
     server = make_server(USERS, http_port=0, login_timeout=0.5)
     client = WebSocketClient(web_address(server))

@@ -195,7 +195,23 @@ class _Handler(WSGIHandler):
             # connection is reset and the answer lost.
             discard_received(self.socket)
             return None
+        if isinstance(ex, OSError):
+            # The connection failed while its headers came in (a stopping
+            # server shut it): nothing to answer, and no traceback.
+            log.debug("HTTP connection from %s ended: %s", self.client_address[0], ex)
+            return None
         return super()._handle_client_error(ex)
+
+    def handle_error(self, t, v, tb):
+        if isinstance(v, OSError):
+            # A send that timed out (the client stopped reading), a connection
+            # reset or shut by a stopping server: the client's end, not an
+            # error of the server's (pywsgi would print its traceback).
+            log.info("HTTP connection from %s ended: %s", self.client_address[0],
+                     v or v.__class__.__name__)
+            self.close_connection = True
+            return
+        super().handle_error(t, v, tb)
 
     def get_environ(self):
         self._reading.close()       # the request is in: no more deadline
