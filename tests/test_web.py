@@ -9,6 +9,7 @@ import gc
 import json
 import logging
 import re
+import time
 
 import gevent
 import pytest
@@ -19,7 +20,7 @@ from greenchat.codec import encode
 from greenchat.server import web
 from greenchat.server.web import STATIC_DIR
 
-from support import PASSWORD, Agent, wait_until
+from support import PASSWORD, Agent, HubTicker, wait_until
 from ws_client import Refused, WebSocketClient, upgrade_request
 
 USERS = ["alice", "bob", "carol"]
@@ -382,6 +383,55 @@ def test_a_client_that_stops_reading_the_page_is_no_server_error(server, monkeyp
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     for reader in readers:
         reader.close()
+
+
+def test_a_client_pipelining_requests_without_pause_does_not_hold_the_server(server):
+    # pywsgi reads requests from its buffer, or a socket with bytes waiting,
+    # and writes to one with room, without ever waiting: one client sending
+    # requests as fast as it can held the hub (every other client) as long
+    # as it went on. It runs in threads, with the standard library's
+    # blocking sockets, so it keeps going whatever the hub does.
+    import socket as blocking
+    import threading
+
+    address = web_address(server)
+    bob = Agent("bob", server.address)
+    bob.login()
+    attacker = blocking.create_connection(address)
+    requests = b"HEAD /nothing HTTP/1.1\r\nHost: x\r\n\r\n" * 200
+    until = time.monotonic() + 1.5
+
+    def send():
+        try:
+            while time.monotonic() < until:
+                attacker.sendall(requests)
+        except OSError:
+            pass
+
+    def drain():
+        try:
+            while attacker.recv(1 << 20):
+                pass
+        except OSError:
+            pass
+
+    threads = [threading.Thread(target=send, daemon=True), threading.Thread(target=drain,
+                                                                            daemon=True)]
+    ticker = HubTicker()
+    for thread in threads:
+        thread.start()
+    slowest = 0
+    while time.monotonic() < until:
+        started = time.monotonic()
+        bob.command("whoelse")
+        slowest = max(slowest, time.monotonic() - started)
+        gevent.sleep(0.01)
+    gap = ticker.stop()
+    attacker.shutdown(blocking.SHUT_RDWR)
+    attacker.close()
+    for thread in threads:
+        thread.join(5)
+    assert slowest < 0.5 and gap < 0.3, (slowest, gap)
 
 
 def test_the_login_deadline_holds_for_a_websocket(make_server):

@@ -19,6 +19,9 @@ sockets). Strategy
   MAX_HEADER_BYTES; an idle keep-alive connection ends then too. A
   stopping server ends every connection not upgraded at once, one sending a
   page nobody reads included.
+- A connection serving requests lets the hub run every TIME_SLICE, as
+  transport.FrameReader does: pywsgi itself never waits for a client that
+  sends requests without pause.
 """
 
 import inspect
@@ -34,7 +37,15 @@ from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer, headers_fa
 from greenchat import __version__, commands, texts, tls
 from greenchat import websocket as ws
 from greenchat.errors import ConfigError, TLSError
-from greenchat.transport import close, configure, discard_received, refuse, shutdown
+from greenchat.transport import (
+    TIME_SLICE,
+    YIELD,
+    close,
+    configure,
+    discard_received,
+    refuse,
+    shutdown,
+)
 
 log = logging.getLogger("greenchat.web")
 
@@ -152,12 +163,30 @@ class _Handler(WSGIHandler):
         sock = self.socket          # pywsgi forgets it on its way out
         sock.settimeout(HTTP_TIMEOUT)
         self.server.http.add(sock)
+        self._loop = gevent.get_hub().loop
+        self._turn = (self._loop.iteration, monotonic())
         try:
             super().handle()
         finally:
             self.server.http.discard(sock)
 
+    def _take_turn_if_due(self):
+        """Let the hub run if this connection has held it for TIME_SLICE.
+        pywsgi reads a request from its buffer, or a socket with bytes
+        waiting, and writes to one with room, without ever waiting: a
+        client pipelining requests without pause would hold every other
+        connection (transport.FrameReader does the same for frames)."""
+        # The loop's iterations, not its time: starting a Timeout (one a
+        # request) updates that.
+        iteration, started = self._turn
+        if self._loop.iteration != iteration:   # the loop has turned since: we waited
+            self._turn = (self._loop.iteration, monotonic())
+        elif monotonic() - started >= TIME_SLICE:
+            gevent.sleep(YIELD)
+            self._turn = (self._loop.iteration, monotonic())
+
     def handle_one_request(self):
+        self._take_turn_if_due()
         # The whole request line and headers within HTTP_TIMEOUT, however
         # they trickle in (a socket timeout counts from each byte).
         timer = self._reading = gevent.Timeout.start_new(HTTP_TIMEOUT)
