@@ -434,6 +434,55 @@ def test_a_client_pipelining_requests_without_pause_does_not_hold_the_server(ser
     assert slowest < 0.5 and gap < 0.3, (slowest, gap)
 
 
+@pytest.mark.parametrize("framing", [b"Content-Length: 1000000000000",
+                                     b"Transfer-Encoding: chunked"])
+def test_a_request_body_without_end_is_not_read(server, framing):
+    # No request here has a body. pywsgi read one all through after the
+    # answer, to keep the connection in step: one sent fast without end held
+    # the connection for ever, with no deadline, and the hub (it reads a
+    # socket with bytes waiting without ever waiting).
+    import socket as blocking
+    import threading
+
+    bob = Agent("bob", server.address)
+    bob.login()
+    client = blocking.create_connection(web_address(server))
+    body = b"\0" * 65536 if framing.startswith(b"Content") else b"1\r\nx\r\n" * 10000
+    until = time.monotonic() + 1.5
+    answer = []
+
+    def send():
+        try:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n")
+            while time.monotonic() < until:
+                client.sendall(body)
+        except OSError:
+            pass
+
+    def read():
+        try:
+            while data := client.recv(65536):
+                answer.append(data)
+        except OSError:
+            pass
+
+    threads = [threading.Thread(target=send, daemon=True), threading.Thread(target=read,
+                                                                            daemon=True)]
+    ticker = HubTicker()
+    for thread in threads:
+        thread.start()
+    while time.monotonic() < until:
+        bob.command("whoelse")
+        gevent.sleep(0.01)
+    gap = ticker.stop()
+    held = server.connections
+    client.close()
+    for thread in threads:
+        thread.join(5)
+    assert gap < 0.3 and held == 1, (gap, held)        # bob's alone
+    assert b"".join(answer).startswith(b"HTTP/1.1 ")
+
+
 def test_the_login_deadline_holds_for_a_websocket(make_server):
     server = make_server(USERS, http_port=0, login_timeout=0.5)
     client = WebSocketClient(web_address(server))

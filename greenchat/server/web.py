@@ -32,7 +32,7 @@ import os
 from time import monotonic
 
 import gevent
-from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer, headers_factory
+from gevent.pywsgi import Input, LoggingLogAdapter, WSGIHandler, WSGIServer, headers_factory
 
 from greenchat import __version__, commands, texts, tls
 from greenchat import websocket as ws
@@ -75,6 +75,7 @@ SECURITY_HEADERS = [
     ("Cache-Control", "no-cache"),
 ]
 _NOT_FOUND = b"Not found\n"
+_NO_BODY = b"No request here has a body.\n"
 _PLAIN_TO_TLS = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
                  b"Content-Length: 31\r\n\r\nThis server speaks HTTPS only.\n")
 _HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
@@ -247,18 +248,34 @@ class _Handler(WSGIHandler):
         return super().get_environ()
 
     def run_application(self):
-        if self.environ.get("PATH_INFO") == "/ws":
+        if self.environ.get("CONTENT_LENGTH") not in (None, "", "0") or \
+                self.environ.get("HTTP_TRANSFER_ENCODING"):
+            self._refuse_body()
+        elif self.environ.get("PATH_INFO") == "/ws":
             self.close_connection = True
             self._websocket()
         else:
             super().run_application()
 
+    def _refuse_body(self):
+        """No request here has a body: answer 400 and close, the body unread.
+        pywsgi would read it all through after the answer (however long, and
+        without waiting when it comes fast: the hub held), to keep a
+        kept-alive connection in step."""
+        self.close_connection = True
+        self.wsgi_input = Input(None, 0)        # nothing left to read through
+        log.info("HTTP request from %s refused: a body", self.client_address[0])
+        self.start_response("400 Bad Request", [
+            ("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close"),
+            ("Content-Length", str(len(_NO_BODY)))] + SECURITY_HEADERS)
+        self.write(_NO_BODY)
+        # What of the body has come, dropped: closed unread, the connection
+        # is reset and the answer lost.
+        discard_received(self.socket)
+
     def _websocket(self):
         web = self.server
         try:
-            if self.environ.get("CONTENT_LENGTH") not in (None, "", "0") or \
-                    self.environ.get("HTTP_TRANSFER_ENCODING"):
-                raise ws.UpgradeRefused("400 Bad Request", "a WebSocket upgrade with a body")
             headers = ws.check_upgrade(self.environ, web.scheme, web.origins)
         except ws.UpgradeRefused as exc:
             log.info("WebSocket from %s refused: %s", self.client_address[0], exc)
