@@ -522,6 +522,24 @@ def test_stopping_does_not_wait_for_a_page_nobody_reads(make_server):
     reader.close()
 
 
+@pytest.mark.parametrize("sent", [b"", b"\x16\x03\x01"])
+def test_stopping_does_not_wait_for_a_tls_handshake(make_server, tmp_path, sent):
+    # Silent, or a ClientHello's first bytes and no more: the handshake
+    # waits HTTP_TIMEOUT, and stop() waited for it.
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certs.write_pair(*certs.make_pair("localhost"), cert, key)
+    server = make_server(USERS, http_port=0, tls_cert=str(cert), tls_key=str(key))
+    client = socket.create_connection(web_address(server))
+    client.sendall(sent)
+    wait_until(lambda: server.connections == 1, lambda: f"{server.connections} held")
+    gevent.sleep(0.2)
+    started = gevent.get_hub().loop.now()
+    with gevent.Timeout(8):
+        server.stop(timeout=4)
+    assert gevent.get_hub().loop.now() - started < 2
+    client.close()
+
+
 def test_a_taken_port_leaves_chat_running_without_the_web_client(make_server, caplog):
     first = make_server(USERS, http_port=0)
     with caplog.at_level(logging.WARNING, logger="greenchat.server"):
