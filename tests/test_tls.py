@@ -136,6 +136,16 @@ def test_plain_text_client_on_a_tls_port_is_told(server):
     assert texts.TLS_REQUIRED in screen.lines
 
 
+def test_a_silent_handshake_does_not_hold_a_stop(server):
+    silent = socket.create_connection(server.address)
+    gevent.sleep(0.1)                   # accepted: its handshake waits for a byte
+    assert server.connections == 1
+    started = time.monotonic()
+    server.stop(timeout=10)
+    assert time.monotonic() - started < 2
+    silent.close()
+
+
 def test_tls_client_on_a_plain_port_is_told_quickly(make_server, capsys):
     plain = make_server(USERS)
     started = time.monotonic()

@@ -131,6 +131,7 @@ class ChatServer:
         self._stopped = Event()
         self._pool = Pool(None)
         self.unserved = 0                      # connections admitted with no session yet
+        self.handshaking = set()               # sockets in their TLS handshake
         self.web = None                        # the web client's listener, if it runs
         self.framer = ws.Framer()              # a broadcast's WebSocket message, made once
         self._sweeper = None
@@ -209,6 +210,9 @@ class ChatServer:
         self.stopping = True
         log.info("stopping: %d connection(s)", len(self.sessions))
         self.stream.close()
+        # A handshake would hold the stop for its whole timeout: ended now.
+        for sock in list(self.handshaking):
+            shutdown(sock)
         if self.web is not None:
             self.web.close()
             self.web.end_http()
@@ -298,6 +302,7 @@ class ChatServer:
     def _tls_handshake(self, sock, host, login_deadline):
         """The TLS socket over `sock`, or None (and `sock` closed) on failure."""
         self.unserved += 1
+        self.handshaking.add(sock)
         try:
             return tls.accept(sock, self.tls,
                               max(0.0, min(TLS_HANDSHAKE_TIMEOUT, login_deadline - monotonic())),
@@ -307,6 +312,7 @@ class ChatServer:
             close(sock)
             return None
         finally:
+            self.handshaking.discard(sock)
             self.unserved -= 1
 
     def _serve(self, session):
