@@ -630,6 +630,28 @@ def test_markup_and_control_characters_are_shown_as_text(cast):
     assert alice.dialogs == [] and bob.dialogs == []
 
 
+def test_a_flood_of_long_messages_keeps_the_page_light(cast):
+    alice = cast.page("alice")
+    dave = WebSocket(cast.server.http_port)
+    try:
+        assert dave.login("dave")["status"] == "ok"
+        # 40 messages of 60,000 characters: 2.4 million, past the pane's 2 million.
+        for number in range(40):
+            dave.send(json.dumps({"type": "command", "id": number + 1,
+                                  "line": f"message alice {number:02d}" + "x" * 60000}))
+            assert dave.receive_frame()["ok"]
+    finally:
+        dave.close()
+    assert alice.wait(lambda: alice.page.evaluate(
+        "() => document.querySelector('[role=log]').textContent.includes('dave: 39')"))
+    chars, first = alice.page.evaluate("""() => {
+        const log = document.querySelector('[role=log]');
+        return [log.textContent.length, log.firstElementChild.textContent.slice(0, 40)];
+    }""")
+    assert 1_500_000 < chars <= 2_000_000
+    assert "dave: 00" not in first            # the oldest went first
+
+
 # The page's own answers -----------------------------------------------------------------
 
 def test_help_and_private_messaging_are_answered_by_the_page(cast):

@@ -9,6 +9,9 @@ const MONTHS = ["January", "February", "March", "April", "May", "June", "July", 
   "September", "October", "November", "December"];
 // The oldest lines go past this many: a tab left open for weeks stays light.
 const MAX_LINES = 5000;
+// ...or past this many characters in all: so does one flooded with long
+// messages (5,000 of 64 KB would be 320 MB of page).
+const MAX_CHARS = 2000000;
 
 // console.visible: C0 controls but TAB in caret notation (LF starts an
 // indented continuation line), DEL as ^?, C1 as \x9b, the bidi overrides and
@@ -58,6 +61,8 @@ export class Conversation {
   constructor(node) {
     this.node = node;
     this.day = null;        // the date of the last line shown
+    this.sizes = [];        // the characters of each line in the pane, oldest first
+    this.chars = 0;
   }
 
   /** One line. `content` is a string or a list of pieces: strings, or
@@ -107,7 +112,14 @@ export class Conversation {
     const box = this.node;
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 48;
     box.append(node);
-    while (box.childElementCount > MAX_LINES) box.firstElementChild.remove();
+    const size = node.textContent.length;
+    this.sizes.push(size);
+    this.chars += size;
+    while (box.childElementCount > MAX_LINES ||
+           (this.chars > MAX_CHARS && box.childElementCount > 1)) {
+      box.firstElementChild.remove();
+      this.chars -= this.sizes.shift();
+    }
     if (atBottom) box.scrollTop = box.scrollHeight;
   }
 }
