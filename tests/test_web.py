@@ -9,6 +9,8 @@ import gc
 import json
 import logging
 import re
+import socket as blocking
+import threading
 import time
 
 import gevent
@@ -385,52 +387,63 @@ def test_a_client_that_stops_reading_the_page_is_no_server_error(server, monkeyp
         reader.close()
 
 
+class OutsideClient:
+    """A client in two threads with the standard library's blocking socket,
+    so it keeps going whatever the hub does: it sends `first`, then `more`
+    again and again for `seconds`, and reads everything it is sent."""
+
+    def __init__(self, address, first, more, seconds):
+        self.sock = blocking.create_connection(address)
+        self.until = time.monotonic() + seconds
+        self.received = []
+        self.threads = [threading.Thread(target=self._send, args=(first, more), daemon=True),
+                        threading.Thread(target=self._read, daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def _send(self, first, more):
+        try:
+            self.sock.sendall(first)
+            while time.monotonic() < self.until:
+                self.sock.sendall(more)
+        except OSError:
+            pass
+
+    def _read(self):
+        try:
+            while data := self.sock.recv(1 << 20):
+                self.received.append(data)
+        except OSError:
+            pass
+
+    def close(self):
+        try:
+            self.sock.shutdown(blocking.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        for thread in self.threads:
+            thread.join(5)
+
+
 def test_a_client_pipelining_requests_without_pause_does_not_hold_the_server(server):
     # pywsgi reads requests from its buffer, or a socket with bytes waiting,
     # and writes to one with room, without ever waiting: one client sending
     # requests as fast as it can held the hub (every other client) as long
-    # as it went on. It runs in threads, with the standard library's
-    # blocking sockets, so it keeps going whatever the hub does.
-    import socket as blocking
-    import threading
-
-    address = web_address(server)
+    # as it went on.
     bob = Agent("bob", server.address)
     bob.login()
-    attacker = blocking.create_connection(address)
     requests = b"HEAD /nothing HTTP/1.1\r\nHost: x\r\n\r\n" * 200
-    until = time.monotonic() + 1.0
-
-    def send():
-        try:
-            while time.monotonic() < until:
-                attacker.sendall(requests)
-        except OSError:
-            pass
-
-    def drain():
-        try:
-            while attacker.recv(1 << 20):
-                pass
-        except OSError:
-            pass
-
-    threads = [threading.Thread(target=send, daemon=True), threading.Thread(target=drain,
-                                                                            daemon=True)]
     ticker = HubTicker()
-    for thread in threads:
-        thread.start()
+    attacker = OutsideClient(web_address(server), requests, requests, 1.0)
     slowest = 0
-    while time.monotonic() < until:
+    while time.monotonic() < attacker.until:
         started = time.monotonic()
         bob.command("whoelse")
         slowest = max(slowest, time.monotonic() - started)
         gevent.sleep(0.01)
     gap = ticker.stop()
-    attacker.shutdown(blocking.SHUT_RDWR)
     attacker.close()
-    for thread in threads:
-        thread.join(5)
     assert slowest < 0.5 and gap < 0.3, (slowest, gap)
 
 
@@ -441,47 +454,22 @@ def test_a_request_body_without_end_is_not_read(server, framing):
     # answer, to keep the connection in step: one sent fast without end held
     # the connection for ever, with no deadline, and the hub (it reads a
     # socket with bytes waiting without ever waiting).
-    import socket as blocking
-    import threading
-
     bob = Agent("bob", server.address)
     bob.login()
-    client = blocking.create_connection(web_address(server))
     body = b"\0" * 65536 if framing.startswith(b"Content") else b"1\r\nx\r\n" * 10000
-    until = time.monotonic() + 1.5
-    answer = []
-
-    def send():
-        try:
-            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n")
-            while time.monotonic() < until:
-                client.sendall(body)
-        except OSError:
-            pass
-
-    def read():
-        try:
-            while data := client.recv(65536):
-                answer.append(data)
-        except OSError:
-            pass
-
-    threads = [threading.Thread(target=send, daemon=True), threading.Thread(target=read,
-                                                                            daemon=True)]
     ticker = HubTicker()
-    for thread in threads:
-        thread.start()
+    client = OutsideClient(web_address(server),
+                           b"GET / HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n", body, 1.5)
     at_least = time.monotonic() + 0.3
-    while time.monotonic() < until and (time.monotonic() < at_least or server.connections > 1):
+    while time.monotonic() < client.until and \
+            (time.monotonic() < at_least or server.connections > 1):
         bob.command("whoelse")
         gevent.sleep(0.01)
     gap = ticker.stop()
     held = server.connections
     client.close()
-    for thread in threads:
-        thread.join(5)
     assert gap < 0.3 and held == 1, (gap, held)        # bob's alone
-    assert b"".join(answer).startswith(b"HTTP/1.1 ")
+    assert b"".join(client.received).startswith(b"HTTP/1.1 ")
 
 
 def test_the_login_deadline_holds_for_a_websocket(make_server):
