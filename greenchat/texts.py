@@ -100,6 +100,10 @@ def private_stopped(user):
 
 # The web client's own answer to the private commands: a browser has no port to listen on.
 PRIVATE_NOT_IN_WEB = "Error. Private messaging is not available in the web client"
+# The web client's header: the state of its connection.
+WEB_CONNECTED = "connected"
+WEB_RECONNECTING = "reconnecting"
+WEB_SIGNED_OUT = "signed out"
 
 
 def private_line(sender, text):

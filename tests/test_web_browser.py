@@ -283,6 +283,8 @@ def test_wrong_username_and_password_then_the_right_one(cast):
     expect(alice.login_button).to_be_hidden(timeout=MS)
     expect(alice.input).to_be_visible()
     assert alice.page.title() == "greenchat"
+    # The header says so, in texts.py's words.
+    expect(alice.page.locator("#state")).to_have_text(texts.WEB_CONNECTED, timeout=MS)
     alice.type("broadcast anyone here?")
     alice.expect_line(texts.NO_ONE_ONLINE)
 

@@ -10,7 +10,8 @@ import { Conversation, Roster, showAlert, visible } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
 const HISTORY_LIMIT = 1000;
-const STATES = { connected: "connected", reconnecting: "reconnecting", off: "signed out" };
+// The connection's state in the header, by its name in texts.py.
+const STATES = { connected: "WEB_CONNECTED", reconnecting: "WEB_RECONNECTING", off: "WEB_SIGNED_OUT" };
 
 const form = $("login");
 const username = $("username");
@@ -55,7 +56,7 @@ function count() {
 function setState(state) {
   const node = $("state");
   node.dataset.state = state;
-  node.textContent = STATES[state] || "";
+  node.textContent = STATES[state] ? text(STATES[state]) : "";
 }
 
 // Login and the end of a session ------------------------------------------------
