@@ -30,6 +30,18 @@ def login_all(server, *names, **agent_options):
     return agents
 
 
+def shown_to_bob(address, texts):
+    """alice and bob logged in at `address`, bob acknowledging nothing, and
+    `texts` sent by alice to bob and shown to him."""
+    alice = Agent("alice", address)
+    bob = Agent("bob", address, acks=False)
+    assert alice.login()["status"] == "ok" and bob.login()["status"] == "ok"
+    for text in texts:
+        assert alice.command(f"message bob {text}")[1]["ok"]
+    bob.wait_for(lambda f: f.get("text") == texts[-1])
+    return alice, bob
+
+
 def test_the_login_frame_carries_a_resume_token(make_server):
     server = make_server(["alice", "bob"])
     alice, bob = login_all(server, "alice", "bob")
@@ -60,12 +72,7 @@ def test_a_dropped_connection_resumes_with_no_presence_flap_and_nothing_lost(mak
 
 def test_unacknowledged_messages_come_again_on_resume_and_the_client_drops_them(make_server):
     server = make_server(["alice", "bob"], resume_window=10)
-    alice, = login_all(server, "alice")
-    bob = Agent("bob", server.address, acks=False)
-    assert bob.login()["status"] == "ok"
-    for i in range(5):
-        assert alice.command(f"message bob {i}")[1]["ok"]
-    poll(lambda: len(bob.texts()) == 5, 5)
+    alice, bob = shown_to_bob(server.address, ["0", "1", "2", "3", "4"])
     hibernate(server, bob)
     # The client showed 0-2 and acknowledged nothing; it says so on resume.
     assert bob.resume(last=bob.frames("message")[2][1]["id"])["status"] == "ok"
@@ -191,12 +198,7 @@ def test_a_resume_after_a_crash_counts_its_last_as_shown(tmp_path):
     (tmp_path / "credentials.txt").write_text("alice pw\nbob pw\n")
     server = ServerProcess(str(tmp_path), "--resume-window", "30")
     try:
-        alice = Agent("alice", server.address)
-        bob = Agent("bob", server.address, acks=False)
-        assert alice.login()["status"] == "ok" and bob.login()["status"] == "ok"
-        for text in ("one", "two", "three"):
-            assert alice.command(f"message bob {text}")[1]["ok"]
-        bob.wait_for(lambda f: f.get("text") == "three")
+        alice, bob = shown_to_bob(server.address, ["one", "two", "three"])
         last = bob.frames("message")[-1][1]["id"]
         server.kill()
         server = ServerProcess(str(tmp_path), "--resume-window", "30")
@@ -238,12 +240,7 @@ def test_a_deleted_accounts_hibernating_session_ends(make_server, tmp_path):
 
 def test_a_resumes_last_is_recorded_as_acknowledged(make_server):
     server = make_server(["alice", "bob"], resume_window=30)
-    alice, = login_all(server, "alice")
-    bob = Agent("bob", server.address, acks=False)
-    assert bob.login()["status"] == "ok"
-    for i in range(3):
-        assert alice.command(f"message bob {i}")[1]["ok"]
-    poll(lambda: len(bob.texts()) == 3, 5)
+    alice, bob = shown_to_bob(server.address, ["0", "1", "2"])
     last = bob.frames("message")[-1][1]["id"]
     hibernate(server, bob)
     again = Agent("bob", server.address, acks=False)
