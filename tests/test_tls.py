@@ -136,9 +136,12 @@ def test_plain_text_client_on_a_tls_port_is_told(server):
     assert texts.TLS_REQUIRED in screen.lines
 
 
-def test_a_silent_handshake_does_not_hold_a_stop(server):
+@pytest.mark.parametrize("sent", [b"", b"\x16\x03\x01"])
+def test_a_silent_handshake_does_not_hold_a_stop(server, sent):
+    # Silent, or a ClientHello's first bytes and no more.
     silent = socket.create_connection(server.address)
-    gevent.sleep(0.1)                   # accepted: its handshake waits for a byte
+    silent.sendall(sent)
+    gevent.sleep(0.1)                   # accepted: its handshake waits for more
     assert server.connections == 1
     started = time.monotonic()
     server.stop(timeout=10)

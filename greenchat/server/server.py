@@ -131,7 +131,7 @@ class ChatServer:
         self._stopped = Event()
         self._pool = Pool(None)
         self.unserved = 0                      # connections admitted with no session yet
-        self.handshaking = set()               # sockets in their TLS handshake
+        self.handshaking = set()               # greenlets in a TLS handshake, either port
         self.web = None                        # the web client's listener, if it runs
         self.framer = ws.Framer()              # a broadcast's WebSocket message, made once
         self._sweeper = None
@@ -210,9 +210,10 @@ class ChatServer:
         self.stopping = True
         log.info("stopping: %d connection(s)", len(self.sessions))
         self.stream.close()
-        # A handshake would hold the stop for its whole timeout: ended now.
-        for sock in list(self.handshaking):
-            shutdown(sock)
+        # A handshake would hold the stop for its whole timeout: ended now
+        # (a shutdown does not reach the TLS socket it makes on the way).
+        for greenlet in list(self.handshaking):
+            greenlet.kill(block=False)
         if self.web is not None:
             self.web.close()
             self.web.end_http()
@@ -302,18 +303,26 @@ class ChatServer:
     def _tls_handshake(self, sock, host, login_deadline):
         """The TLS socket over `sock`, or None (and `sock` closed) on failure."""
         self.unserved += 1
-        self.handshaking.add(sock)
         try:
-            return tls.accept(sock, self.tls,
-                              max(0.0, min(TLS_HANDSHAKE_TIMEOUT, login_deadline - monotonic())),
-                              encode(frames.error(texts.TLS_REQUIRED)))
+            return self.tls_accept(
+                sock, max(0.0, min(TLS_HANDSHAKE_TIMEOUT, login_deadline - monotonic())),
+                encode(frames.error(texts.TLS_REQUIRED)))
         except TLSError as exc:
             log.info("TLS connection from %s refused: %s", host, exc)
             close(sock)
             return None
         finally:
-            self.handshaking.discard(sock)
             self.unserved -= 1
+
+    def tls_accept(self, sock, timeout, plain_refusal):
+        """tls.accept with this server's certificate, for either port; a
+        stopping server ends it at once."""
+        greenlet = gevent.getcurrent()
+        self.handshaking.add(greenlet)
+        try:
+            return tls.accept(sock, self.tls, timeout, plain_refusal)
+        finally:
+            self.handshaking.discard(greenlet)
 
     def _serve(self, session):
         """Walk a connection through hello, login and commands, then end it.

@@ -34,7 +34,7 @@ from time import monotonic
 import gevent
 from gevent.pywsgi import Input, LoggingLogAdapter, WSGIHandler, WSGIServer, headers_factory
 
-from greenchat import __version__, commands, texts, tls
+from greenchat import __version__, commands, texts
 from greenchat import websocket as ws
 from greenchat.errors import ConfigError, TLSError
 from greenchat.transport import (
@@ -340,7 +340,6 @@ class WebListener(WSGIServer):
         origins = (ws.origin_key(origin) for origin in chat.config.http_origins)
         self.origins = frozenset(key for key in origins if key is not None)
         self.http = set()          # sockets serving HTTP (not upgraded)
-        self.handshaking = set()   # greenlets in a TLS handshake
         self.networks = {}         # socket -> its network key, once admitted
         self.accepted = {}         # socket -> monotonic() of its accept
 
@@ -373,19 +372,13 @@ class WebListener(WSGIServer):
         chat.unserved += 1
         try:
             if chat.tls is not None:
-                # A stopping server ends the handshake (end_http): no shutdown
-                # reaches the TLS socket it makes on the way.
-                greenlet = gevent.getcurrent()
-                self.handshaking.add(greenlet)
                 try:
-                    sock = tls.accept(sock, chat.tls, HTTP_TIMEOUT, _PLAIN_TO_TLS)
+                    sock = chat.tls_accept(sock, HTTP_TIMEOUT, _PLAIN_TO_TLS)
                 except TLSError as exc:
                     log.info("HTTPS connection from %s refused: %s", address[0], exc)
                     discard_received(sock)
                     close(sock)
                     return
-                finally:
-                    self.handshaking.discard(greenlet)
             self.networks[sock], self.accepted[sock] = network, accepted
             try:
                 self.handler_class(sock, address, self).handle()
@@ -398,9 +391,7 @@ class WebListener(WSGIServer):
     def end_http(self):
         """End the connections not upgraded, both ways: the server stops.
         One waiting for a request wakes up, and one sending a page to a
-        client that does not read it, or in its TLS handshake, gives up at
-        once, not after HTTP_TIMEOUT (the stop's whole timeout)."""
+        client that does not read it gives up at once, not after
+        HTTP_TIMEOUT (the stop's whole timeout). (Handshakes: ChatServer.stop.)"""
         for sock in list(self.http):
             shutdown(sock)
-        for greenlet in list(self.handshaking):
-            greenlet.kill(block=False)
