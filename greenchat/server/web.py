@@ -306,9 +306,8 @@ class _Handler(WSGIHandler):
         # and the session counts it among the connections.
         chat.unserved -= 1
         try:
-            chat.serve_connection(sock, self.client_address, web.networks[sock],
-                                  web.accepted[sock] + chat.config.login_timeout,
-                                  websocket=trailing)
+            chat.serve_connection(sock, self.client_address, self.network,
+                                  self.login_deadline, websocket=trailing)
         finally:
             chat.unserved += 1
 
@@ -340,8 +339,6 @@ class WebListener(WSGIServer):
         origins = (ws.origin_key(origin) for origin in chat.config.http_origins)
         self.origins = frozenset(key for key in origins if key is not None)
         self.http = set()          # sockets serving HTTP (not upgraded)
-        self.networks = {}         # socket -> its network key, once admitted
-        self.accepted = {}         # socket -> monotonic() of its accept
 
     def start(self):
         try:
@@ -379,11 +376,11 @@ class WebListener(WSGIServer):
                     discard_received(sock)
                     close(sock)
                     return
-            self.networks[sock], self.accepted[sock] = network, accepted
-            try:
-                self.handler_class(sock, address, self).handle()
-            finally:
-                del self.networks[sock], self.accepted[sock]
+            handler = self.handler_class(sock, address, self)
+            # What a WebSocket's session is counted in, and its login deadline.
+            handler.network = network
+            handler.login_deadline = accepted + chat.config.login_timeout
+            handler.handle()
         finally:
             chat.unserved -= 1
             chat.release(network)
