@@ -85,7 +85,7 @@ class Session:
                  "user", "login_id", "state", "acked", "live_from", "unacked_ids", "unacked",
                  "unacked_bytes", "limit", "limit_bytes", "pending", "backlog_upto",
                  "end_reason", "closed", "p2p", "online_since", "txn", "later", "loader",
-                 "dropped", "hibernated", "wake", "websocket", "framer")
+                 "dropped", "hibernated", "wake", "framer")
 
     def __init__(self, sock, address, network, login_deadline, config, websocket=None,
                  framer=None):
@@ -93,7 +93,6 @@ class Session:
         that arrived with its upgrade request, and `framer` the server's
         websocket.Framer."""
         self.sock = sock
-        self.websocket = websocket is not None
         self.framer = framer if websocket is not None else None
         self.address = address
         self.network = network    # what limits count it in (addresses.network_key)
@@ -139,6 +138,11 @@ class Session:
         self.dropped = False      # its connection was lost (not ended by either side)
         self.hibernated = Event()  # set once it hibernates
         self.wake = Event()       # ends a hibernation early (its mail overflowed)
+
+    @property
+    def websocket(self):
+        """True for a WebSocket connection (it has a framer), False for TCP."""
+        return self.framer is not None
 
     def deliver(self, frame, mid):
         """Queue message `frame`, whose id is `mid`, for this user. Never
