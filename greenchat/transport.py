@@ -204,12 +204,12 @@ class Outbox:
 
     def send(self, message):
         """Encode a frame dict and queue it, whatever the limit."""
-        self._append(encode(message))
+        self.push(encode(message))
 
-    def _append(self, item):
-        self.items.append(item)
-        if item is not _CLOSE:
-            self.nbytes += len(item)
+    def _mark_close(self):
+        """Queue the close marker: the writer stops there."""
+        self._closing = True
+        self.items.append(_CLOSE)
         if len(self.items) == 1:
             self._wake()
 
@@ -276,8 +276,7 @@ class Outbox:
     def close(self, timeout):
         """Flush what is queued, then stop; after `timeout` seconds, give up
         (what was not written is dropped)."""
-        self._closing = True
-        self._append(_CLOSE)
+        self._mark_close()
         writer = self.greenlet
         writer.join(timeout)
         if not writer.dead:

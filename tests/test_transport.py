@@ -4,7 +4,7 @@ import gevent
 from gevent import socket
 
 from greenchat.codec import Decoder
-from greenchat.transport import _CLOSE, MAX_BATCH, Outbox
+from greenchat.transport import MAX_BATCH, Outbox
 
 
 def frame(i, pad=""):
@@ -69,8 +69,7 @@ def test_frames_queued_behind_the_close_marker_are_not_written():
     outbox = Outbox(a)
     outbox.put(frame(0))
     # The marker, then a late frame, before the writer runs at all.
-    outbox._closing = True
-    outbox._append(_CLOSE)
+    outbox._mark_close()
     outbox.put(frame(1))
     outbox.close(5)
     a.close()
