@@ -162,7 +162,7 @@ class Outbox:
 
     def __init__(self, sock, limit=None, limit_bytes=None, wrap=None):
         self.sock = sock
-        self._wrap = wrap
+        self._wrap = joined if wrap is None else wrap
         self.limit = limit if limit is not None else float("inf")
         self.limit_bytes = limit_bytes if limit_bytes is not None else float("inf")
         self.nbytes = 0           # bytes queued and not yet written (0: all written)
@@ -308,11 +308,7 @@ class Outbox:
                 if batch:
                     # send() in a loop, not sendall(): gevent's sendall asks the
                     # kernel for SO_SNDBUF on every call.
-                    if self._wrap is None:
-                        data = b"".join(batch)
-                        counted = len(data)
-                    else:
-                        data, counted = self._wrap(batch)
+                    data, counted = self._wrap(batch)
                     sent = send(data)
                     if sent < len(data):
                         view = memoryview(data)
@@ -368,6 +364,12 @@ def close(sock):
         sock.close()
     except OSError:
         pass
+
+
+def joined(batch):
+    """A batch of frames on the wire as they are: (bytes, their size)."""
+    data = b"".join(batch)
+    return data, len(data)
 
 
 def discard_received(sock, reads=16):
