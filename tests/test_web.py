@@ -332,6 +332,8 @@ def test_web_connections_count_in_the_per_network_limit(make_server):
     # Refused at the accept, before any request is read: as on the TCP port.
     response = http(web_address(server), b"")
     assert response.startswith(b"HTTP/1.1 503") and texts.TOO_MANY_CONNECTIONS.encode() in response
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert f"Content-Length: {len(body)}\r\n".encode() in head + b"\r\n"
     for client in held:
         client.close()
     tcp.close()

@@ -76,14 +76,23 @@ SECURITY_HEADERS = [
 ]
 _NOT_FOUND = b"Not found\n"
 _NO_BODY = b"No request here has a body.\n"
-_PLAIN_TO_TLS = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-                 b"Content-Length: 31\r\n\r\nThis server speaks HTTPS only.\n")
-_HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                      b"Content-Type: text/plain\r\nConnection: close\r\n"
-                      b"Content-Length: 27\r\n\r\nRequest headers too large.\n")
-_TOO_MANY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-             b"Connection: close\r\nRetry-After: 10\r\nContent-Length: 44\r\n\r\n" +
-             texts.TOO_MANY_CONNECTIONS.encode() + b"\n")
+
+
+def _closing_answer(status, text, *headers):
+    """A whole HTTP answer written straight to a socket pywsgi never saw
+    (or one it has given up on), its Content-Length counted."""
+    body = f"{text}\n".encode("utf-8")
+    head = "".join(f"{line}\r\n" for line in (
+        f"HTTP/1.1 {status}", "Content-Type: text/plain; charset=utf-8", "Connection: close",
+        *headers, f"Content-Length: {len(body)}"))
+    return f"{head}\r\n".encode("latin-1") + body
+
+
+_PLAIN_TO_TLS = _closing_answer("400 Bad Request", "This server speaks HTTPS only.")
+_HEADERS_TOO_LARGE = _closing_answer("431 Request Header Fields Too Large",
+                                     "Request headers too large.")
+_TOO_MANY = _closing_answer("503 Service Unavailable", texts.TOO_MANY_CONNECTIONS,
+                            "Retry-After: 10")
 
 
 def client_texts():
