@@ -74,8 +74,16 @@ SECURITY_HEADERS = [
     ("X-Frame-Options", "DENY"),
     ("Cache-Control", "no-cache"),
 ]
+_TEXT = "text/plain; charset=utf-8"
 _NOT_FOUND = b"Not found\n"
 _NO_BODY = b"No request here has a body.\n"
+
+
+def _headers(kind, body, extra=()):
+    """An answer's headers through pywsgi: `extra`, its type and length,
+    and the security headers every answer carries."""
+    return [*extra, ("Content-Type", kind), ("Content-Length", str(len(body)))] + \
+        SECURITY_HEADERS
 
 
 def _closing_answer(status, text, *headers):
@@ -141,20 +149,16 @@ class Site:
     def __call__(self, environ, start_response):
         method = environ.get("REQUEST_METHOD")
         if method not in ("GET", "HEAD"):
-            start_response("405 Method Not Allowed",
-                           [("Allow", "GET, HEAD"), ("Content-Length", "0")] + SECURITY_HEADERS)
+            start_response("405 Method Not Allowed", _headers(_TEXT, b"", [("Allow", "GET, HEAD")]))
             return [b""]
         path = environ.get("PATH_INFO", "")
         entry = self.files.get("index.html" if path == "/" else path[1:]) \
             if path.startswith("/") else None
         if entry is None:
-            start_response("404 Not Found", [("Content-Type", "text/plain"),
-                                             ("Content-Length", str(len(_NOT_FOUND)))]
-                           + SECURITY_HEADERS)
+            start_response("404 Not Found", _headers(_TEXT, _NOT_FOUND))
             return [b"" if method == "HEAD" else _NOT_FOUND]
         kind, body = entry
-        start_response("200 OK", [("Content-Type", kind), ("Content-Length", str(len(body)))]
-                       + SECURITY_HEADERS)
+        start_response("200 OK", _headers(kind, body))
         return [b"" if method == "HEAD" else body]
 
 
@@ -274,9 +278,8 @@ class _Handler(WSGIHandler):
         self.close_connection = True
         self.wsgi_input = Input(None, 0)        # nothing left to read through
         log.info("HTTP request from %s refused: a body", self.client_address[0])
-        self.start_response("400 Bad Request", [
-            ("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close"),
-            ("Content-Length", str(len(_NO_BODY)))] + SECURITY_HEADERS)
+        self.start_response("400 Bad Request",
+                            _headers(_TEXT, _NO_BODY, [("Connection", "close")]))
         self.write(_NO_BODY)
         # What of the body has come, dropped: closed unread, the connection
         # is reset and the answer lost.
@@ -289,9 +292,7 @@ class _Handler(WSGIHandler):
         except ws.UpgradeRefused as exc:
             log.info("WebSocket from %s refused: %s", self.client_address[0], exc)
             body = f"{exc}\n".encode("utf-8", "replace")
-            self.start_response(exc.status, exc.headers + [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body)))] + SECURITY_HEADERS)
+            self.start_response(exc.status, _headers(_TEXT, body, exc.headers))
             self.write(body)
             return
         sock = self.socket
