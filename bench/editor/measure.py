@@ -27,17 +27,20 @@ import pexpect
 from bench.common import ROOT
 
 
+def _keystroke(term, key, drawn):
+    """Seconds from sending `key`, 20 ms after the last one, until `drawn` shows."""
+    time.sleep(0.02)
+    sent = time.perf_counter()
+    term.send(key)
+    term.expect_exact(drawn)
+    return time.perf_counter() - sent
+
+
 def measure(script):
     started = time.perf_counter()
     term = _spawn(script, timeout=20)
     startup = time.perf_counter() - started
-    latencies = []
-    for ch in "abcdefghijklmnopqrstuvwxyz" * 2:
-        time.sleep(0.02)
-        sent = time.perf_counter()
-        term.send(ch)
-        term.expect_exact(ch)
-        latencies.append(time.perf_counter() - sent)
+    latencies = [_keystroke(term, ch, ch) for ch in "abcdefghijklmnopqrstuvwxyz" * 2]
     gap = _finish(term)
     return (f"{script:16} first prompt {startup * 1000:5.0f} ms   echo median "
             f"{statistics.median(latencies) * 1000:5.2f} ms, worst {max(latencies) * 1000:5.2f} ms"
@@ -78,20 +81,10 @@ def measure_line(length):
     paste = time.perf_counter() - started
     typed, echo = text, []
     for ch in "abcdefghijklmnopqrstuvwxyz" * 2:
-        time.sleep(0.02)
         typed += ch
-        sent = time.perf_counter()
-        term.send(ch)
-        term.expect_exact(typed[-12:] + "\x1b[K")
-        echo.append(time.perf_counter() - sent)
-    jumps = []
-    for _ in range(10):
-        for key, drawn in (("\x01", "\x1b[K\r\x1b[2C"), ("\x05", typed[-12:] + "\x1b[K")):
-            time.sleep(0.02)
-            sent = time.perf_counter()
-            term.send(key)
-            term.expect_exact(drawn)
-            jumps.append(time.perf_counter() - sent)
+        echo.append(_keystroke(term, ch, typed[-12:] + "\x1b[K"))
+    jumps = [_keystroke(term, key, drawn) for _ in range(10)
+             for key, drawn in (("\x01", "\x1b[K\r\x1b[2C"), ("\x05", typed[-12:] + "\x1b[K"))]
     gap = _finish(term)
     return (f"line of {length:6} chars   paste drawn {paste * 1000:7.1f} ms   echo median "
             f"{statistics.median(echo) * 1000:5.2f} ms, worst {max(echo) * 1000:5.2f} ms   "
